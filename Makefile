@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine:  make demo  |  make test
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mmict-installed
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: demo test eval install clean-venv
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch first (the pinned CPU build); an unpinned torch would pull a multi-GB CUDA build
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job.  Until the app lands, it runs the ICL evaluation on the teaching VLM.
+demo: $(STAMP)
+	$(BIN)/mmict demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+eval: $(STAMP)
+	$(BIN)/mmict eval --task binding --shots 0,1,2,4,8 --episodes 300 --seed 0
+
+clean-venv:
+	rm -rf $(VENV)

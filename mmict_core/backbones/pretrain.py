@@ -1,0 +1,221 @@
+"""`mmict pretrain-teaching`: reproduce the shipped teaching VLM from a seed.
+
+Stage 1 (vision): the ViT learns ShapesWorld attributes per grid cell and digit identities from
+supervised heads on its patch states (a short separate stage; fixed-knowledge VQA learns far
+faster with it).  Stage 2 (episodes): the whole VLM learns from interleaved episodes of 0-8
+demonstrations mixing every task, next-token loss on every answer (a demo's answer at position j
+is a j-shot prediction), so in-context learning is learned, not built in.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import digits as dg
+from ..data import make_episode, shapes as sw
+from ..data.tasks import episode_rng
+from .teaching import TeachingVLM
+
+DEFAULT_MIX = {"shapes-vqa": 0.2, "shapes-caption": 0.08, "digits": 0.1, "binding": 0.25, "operator": 0.17, "format": 0.2}
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    vision_steps: int = 800  # stage 1 steps
+    vision_batch: int = 64
+    vision_lr: float = 2e-3
+    steps: int = 5000  # stage 2 steps
+    batch: int = 16
+    lr: float = 1.5e-3
+    vision_lr_scale: float = 0.3  # stage-2 lr of the vision encoder, relative
+    warmup: int = 200
+    min_lr_ratio: float = 0.05
+    max_shots: int = 8
+    clip: float = 1.0
+    weight_decay: float = 0.01
+    mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
+    eval_every: int = 500
+    eval_episodes: int = 48
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.vision_steps < 0 or self.batch < 1:
+            raise ValueError("steps and vision_steps must be >= 0 and batch >= 1")
+        if abs(sum(self.mix.values()) - 1.0) > 1e-6:
+            raise ValueError(f"task mix weights must sum to 1, got {sum(self.mix.values())}")
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 1: vision
+
+
+def _vision_batch(rng: np.random.Generator, n: int):
+    """Half ShapesWorld scenes, half digit pairs, with per-cell and per-digit labels."""
+    images, cell_lab, digit_lab, count_lab = [], [], [], []
+    for i in range(n):
+        if i % 2 == 0:
+            scene = sw.sample_scene(rng)
+            images.append(scene.render())
+            lab = []
+            for cell in sw.CELLS:
+                o = scene.in_cell(cell)
+                lab.append([0, 0, 0] if o is None else [1 + sw.SHAPES.index(o.shape), 1 + list(sw.COLOURS).index(o.colour),
+                                                        1 + list(sw.SIZES).index(o.size)])
+            cell_lab.append(lab)
+            digit_lab.append([10, 10])
+            count_lab.append(len(scene.objects))
+        else:
+            (li, a), (ri, b) = dg.sample_digit(rng, "train"), dg.sample_digit(rng, "train")
+            images.append(dg.render_pair(li, ri))
+            cell_lab.append([[0, 0, 0]] * 4)
+            digit_lab.append([a, b])
+            count_lab.append(0)
+    return images, torch.tensor(cell_lab), torch.tensor(digit_lab), torch.tensor(count_lab)
+
+
+class VisionHeads(nn.Module):
+    """Throw-away supervised heads over the ViT's patch grid (not part of the saved model)."""
+
+    def __init__(self, d: int, grid: int):
+        super().__init__()
+        self.grid = grid
+        self.shape = nn.Linear(d, 1 + len(sw.SHAPES))
+        self.colour = nn.Linear(d, 1 + len(sw.COLOURS))
+        self.size = nn.Linear(d, 1 + len(sw.SIZES))
+        self.digit = nn.Linear(d, 11)
+        self.count = nn.Linear(d, 5)
+
+    def forward(self, states: torch.Tensor):
+        B, _, d = states.shape
+        g, h = self.grid, self.grid // 2
+        patches = states[:, 1:].reshape(B, g, g, d)  # (B, rows, cols, d)
+        cells = torch.stack([patches[:, r * h:(r + 1) * h, c * h:(c + 1) * h].mean((1, 2))
+                             for r in range(2) for c in range(2)], 1)  # (B, 4, d) in CELLS order
+        mid = patches[:, g // 4: 3 * g // 4]  # digit rows
+        halves = torch.stack([mid[:, :, :h].mean((1, 2)), mid[:, :, h:].mean((1, 2))], 1)  # (B, 2, d)
+        return self.shape(cells), self.colour(cells), self.size(cells), self.digit(halves), self.count(states[:, 0])
+
+
+def pretrain_vision(vlm: TeachingVLM, cfg: PretrainConfig, log: list) -> None:
+    vm = vlm.model.vision_model
+    grid = vlm.image_size // vm.config.patch_size
+    heads = VisionHeads(vm.config.hidden_size, grid)
+    params = list(vm.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng([cfg.seed, 99])
+    vm.train()
+    ce = nn.functional.cross_entropy
+    for step in tqdm(range(cfg.vision_steps), desc="stage 1: vision", mininterval=5):
+        images, cl, dl, cnt = _vision_batch(rng, cfg.vision_batch)
+        sh, co, si, di, cn = heads(vlm.vision_states(images))
+        loss = (ce(sh.flatten(0, 1), cl[..., 0].flatten()) + ce(co.flatten(0, 1), cl[..., 1].flatten())
+                + ce(si.flatten(0, 1), cl[..., 2].flatten()) + ce(di.flatten(0, 1), dl.flatten()) + ce(cn, cnt))
+        lr = cfg.vision_lr * 0.5 * (1 + math.cos(math.pi * step / max(1, cfg.vision_steps)))
+        for gp in opt.param_groups:
+            gp["lr"] = lr
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, cfg.clip)
+        opt.step()
+        if step % 50 == 0 or step == cfg.vision_steps - 1:
+            acc = {"shape": (sh.argmax(-1) == cl[..., 0]).float().mean().item(),
+                   "colour": (co.argmax(-1) == cl[..., 1]).float().mean().item(),
+                   "digit": (di.argmax(-1) == dl).float().mean().item(),
+                   "count": (cn.argmax(-1) == cnt).float().mean().item()}
+            log.append({"stage": "vision", "step": step, "loss": round(loss.item(), 4), **{k: round(v, 3) for k, v in acc.items()}})
+    vm.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 2: episodes
+
+
+def _lr_at(step: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+
+
+def training_episodes(cfg: PretrainConfig, step: int):
+    rng = episode_rng(cfg.seed, "train", "pretrain-mix", step)
+    names, w = list(cfg.mix), np.array(list(cfg.mix.values()))
+    eps = []
+    for b in range(cfg.batch):
+        task = names[rng.choice(len(names), p=w / w.sum())]
+        k = int(rng.integers(0, cfg.max_shots + 1))
+        eps.append(make_episode(task, k, seed=cfg.seed, index=step * cfg.batch + b, split="train", pool_size=max(k, 1)))
+    return eps
+
+
+def quick_eval(vlm: TeachingVLM, n: int, seed: int) -> dict:
+    from ..evaluate.icl import evaluate_icl
+
+    probes = {"shapes-vqa": [0], "binding": [0, 4, 8], "format": [0, 2], "operator": [4], "digits": [0]}
+    out = {}
+    for task, shots in probes.items():
+        for r in evaluate_icl(vlm, task, shots, episodes=n, seed=seed, split="val", progress=False):
+            out[f"{task}@{r.shots}"] = round(r.accuracy, 3)
+    return out
+
+
+def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progress: bool = True) -> dict:
+    """Train a teaching VLM from scratch and save it (with train_log.json) under ``out``."""
+    cfg = cfg or PretrainConfig()
+    out = Path(out)
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    vlm = TeachingVLM.create(seed=cfg.seed)
+    log: list = []
+    pretrain_vision(vlm, cfg, log)
+    t_vision = time.time() - t0
+    model = vlm.model
+    vision_params = list(model.vision_model.parameters())
+    vid = {id(p) for p in vision_params}
+    decay = lambda p: p.ndim >= 2  # noqa: E731
+    rest = [p for p in model.parameters() if id(p) not in vid]
+    groups = [
+        {"params": [p for p in rest if decay(p)], "weight_decay": cfg.weight_decay, "scale": 1.0},
+        {"params": [p for p in rest if not decay(p)], "weight_decay": 0.0, "scale": 1.0},
+        {"params": vision_params, "weight_decay": cfg.weight_decay, "scale": cfg.vision_lr_scale},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+    model.train()
+    model.vision_model.eval()  # no dropout/BN there, but keep eval semantics for the frozen-ish tower
+    ema = None
+    bar = tqdm(range(cfg.steps), desc="stage 2: episodes", disable=not progress, mininterval=5)
+    for step in bar:
+        batch = vlm.assemble_episodes(training_episodes(cfg, step), with_answer=True, loss_on="all")
+        loss = vlm.loss(batch)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * g["scale"] * _lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}")
+        last = step == cfg.steps - 1
+        if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
+            model.eval()
+            probe = quick_eval(vlm, cfg.eval_episodes, cfg.seed) if cfg.eval_episodes else {}
+            model.train()
+            entry = {"stage": "episodes", "step": step + 1, "loss": round(ema, 4), "minutes": round((time.time() - t0) / 60, 2), **probe}
+            log.append(entry)
+            print(json.dumps(entry), flush=True)
+            vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": step + 1})
+    model.eval()
+    wall = time.time() - t0
+    summary = {"config": asdict(cfg), "wall_seconds": round(wall, 1), "vision_seconds": round(t_vision, 1),
+               "torch_threads": torch.get_num_threads(), "log": log}
+    vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": cfg.steps})
+    (out / "train_log.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,30 @@
+"""bitsandbytes quantisation settings (LLM.int8 and nf4), CPU or GPU.
+
+Only the language model's linear layers are quantised by default: the vision tower, the Q-Former,
+the projection and the lm_head stay in full precision (transformers drops its default lm_head skip
+as soon as a skip list is given, so the list names it explicitly).
+"""
+from __future__ import annotations
+
+import torch
+
+QUANT_MODES = ("none", "8bit", "4bit")
+DEFAULT_SKIP = ["vision_model", "qformer", "language_projection", "lm_head", "query_tokens",
+                "vision_tower", "multi_modal_projector", "visual", "connector", "perceiver"]
+
+
+def quantization_config(quant: str, skip_modules: list[str] | None = None, compute_dtype: torch.dtype | None = None):
+    """A ``BitsAndBytesConfig`` for ``quant`` ('8bit', '4bit'), or None for 'none'."""
+    if quant not in QUANT_MODES:
+        raise ValueError(f"unknown quantisation {quant!r}; use one of {', '.join(QUANT_MODES)}")
+    if quant == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    skip = list(DEFAULT_SKIP if skip_modules is None else skip_modules)
+    if quant == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    if compute_dtype is None:
+        compute_dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip)
