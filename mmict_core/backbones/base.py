@@ -102,6 +102,20 @@ class VLMBackbone(ABC):
     def mlp(self, layer: int) -> nn.Module:
         return self.decoder_layers()[layer].mlp
 
+    def fingerprint(self) -> str:
+        """Identity of the backbone for adapters: LM architecture + vocabulary + input-embedding
+        weights (never quantised), so fp32 / 8-bit / 4-bit loads of one checkpoint agree."""
+        import hashlib
+        import json as _json
+
+        cfg = self.text_config
+        arch = {k: getattr(cfg, k, None) for k in ("model_type", "hidden_size", "num_hidden_layers",
+                                                    "num_attention_heads", "num_key_value_heads", "vocab_size")}
+        h = hashlib.sha256(_json.dumps(arch, sort_keys=True).encode())
+        w = self.language_model.get_input_embeddings().weight.detach().float().cpu().contiguous()
+        h.update(w.numpy().tobytes())
+        return h.hexdigest()
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -131,6 +131,8 @@ def pretrain_vision(vlm: TeachingVLM, cfg: PretrainConfig, log: list) -> None:
                    "digit": (di.argmax(-1) == dl).float().mean().item(),
                    "count": (cn.argmax(-1) == cnt).float().mean().item()}
             log.append({"stage": "vision", "step": step, "loss": round(loss.item(), 4), **{k: round(v, 3) for k, v in acc.items()}})
+            if step % 200 == 0 or step == cfg.vision_steps - 1:
+                print(json.dumps(log[-1]), flush=True)
     vm.eval()
 
 

@@ -157,6 +157,11 @@ class TeachingVLM(InstructBlipBackbone):
         config = teaching_config(tok.get_vocab_size(), **ids, **sizes)
         torch.manual_seed(seed)
         model = InstructBlipForConditionalGeneration(config)
+        # transformers zero-initialises the query tokens (real checkpoints overwrite them); from
+        # scratch that makes every query identical, and only RoPE in the LM slowly breaks the
+        # symmetry.  Initialise them as BLIP-2 does: N(0, 0.02).
+        with torch.no_grad():
+            model.query_tokens.normal_(0.0, config.qformer_config.initializer_range)
         return cls(model, tok, image_size=config.vision_config.image_size, name="teaching-vlm")
 
     def save(self, path: str | os.PathLike, metadata: dict | None = None) -> None:
