@@ -93,6 +93,101 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_eval(ns)
 
 
+def _train_config(args: argparse.Namespace, task: str):
+    from .train import TrainConfig
+
+    return TrainConfig(task=task, samples=args.samples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       loss_on=args.loss_on, mix_fixed=args.mix_fixed, fixed_binding=args.fixed_binding, seed=args.seed)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train one method on one task and save the adapter (and, with --vlibrary-name, store it)."""
+    from .backbones import load_backbone
+    from .evaluate.compare import MethodSpec, build_method, coerce_overrides
+    from .methods import get_method
+    from .train import train
+
+    cls = get_method(args.method)
+    if not cls.needs_training:
+        raise ValueError(f"method {args.method!r} has nothing to train; use `mmict eval` or `mmict compare`")
+    overrides = coerce_overrides(cls.config_class, args.set or [])
+    if args.shots is not None:
+        overrides["shots"] = args.shots
+    if args.train_shots is not None:
+        overrides["train_shots"] = args.train_shots
+    tcfg = _train_config(args, args.task)
+    backbone = load_backbone(args.backbone, quant=args.quant)
+    method = build_method(backbone, MethodSpec(args.method, None, overrides))
+    res = train(method, tcfg, out_dir=args.out, resume=args.resume)
+    method.save(Path(args.out) / "adapter", metadata={"task": args.task, "train_seconds": res.seconds,
+                                                       "final_loss": res.losses[-1] if res.losses else None})
+    print(f"trained {method.name} ({method.num_trainable():,} parameters) for {res.steps} steps in {res.seconds:.1f}s; "
+          f"loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}; adapter saved to {Path(args.out) / 'adapter'}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .backbones import load_backbone
+    from .evaluate.compare import compare, parse_method_specs
+
+    specs = parse_method_specs(args.methods)
+    also = [t.strip() for t in (args.also_on or "").split(",") if t.strip()]
+    tcfg = _train_config(args, args.task)
+    backbone = load_backbone(args.backbone, quant=args.quant)
+    rows = compare(backbone, args.task, specs, episodes=args.episodes, seed=args.seed, train_cfg=tcfg,
+                   cache_dir=args.cache, also_on=also, fixed_binding=args.fixed_binding)
+    cols = ["method", "shots", "accuracy", "trainable_params", "train_seconds", "infer_ms"] + [f"acc_{t}" for t in also]
+    print(f"\n{args.task} ({args.episodes} held-out episodes, seed {args.seed}, quant {args.quant}"
+          f"{', fixed binding' if args.fixed_binding else ''})")
+    print(format_table(rows, cols))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"task": args.task, "rows": rows}, indent=2))
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", type=_positive, default=1000, help="distinct training queries")
+    p.add_argument("--steps", type=_positive, default=200)
+    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--loss-on", choices=("answer", "full"), default="answer")
+    p.add_argument("--mix-fixed", type=float, default=0.0, help="fraction of each batch from the fixed-knowledge tasks")
+    p.add_argument("--fixed-binding", action="store_true", help="binding: one binding for training and test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quant", choices=("none", "8bit", "4bit"), default="none")
+    p.add_argument("--backbone", default=None, help="teaching-VLM folder (default: the shipped one)")
+
+
+def cmd_vlibrary(args: argparse.Namespace) -> None:
+    """`mmict vlibrary list|show|search|add|remove`: the on-disk adapter library."""
+    from .vlibrary import VLibrary
+
+    lib = VLibrary(args.root)
+    if args.vcommand == "list":
+        rows = [{"name": e["name"], "method": e["method"], "task": e["task"], "shots": e.get("shots", ""),
+                 "params": e.get("num_parameters", ""), "description": e.get("description", "")[:60]} for e in lib.list()]
+        print(format_table(rows, ["name", "method", "task", "shots", "params", "description"]) if rows
+              else f"(the library at {lib.root} is empty)")
+    elif args.vcommand == "show":
+        print(json.dumps(lib.show(args.name), indent=2))
+    elif args.vcommand == "search":
+        hits = lib.search_text(args.text, top_k=args.top)
+        print(format_table([{"name": n, "score": f"{s:.3f}"} for n, s in hits], ["name", "score"]) if hits
+              else f"no entry matches {args.text!r}")
+    elif args.vcommand == "add":
+        try:
+            metrics = json.loads(args.metrics) if args.metrics else None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--metrics must be a JSON object like '{{\"accuracy\": 0.8}}' ({exc})") from exc
+        if metrics is not None and not isinstance(metrics, dict):
+            raise ValueError("--metrics must be a JSON object like '{\"accuracy\": 0.8}'")
+        e = lib.add_folder(args.name, args.source, task=args.task, description=args.description, shots=args.shots,
+                           samples=args.samples, metrics=metrics, overwrite=args.overwrite)
+        print(f"added {e['name']} ({e['method']}, {e['num_parameters']} parameters) to {lib.root}")
+    elif args.vcommand == "remove":
+        lib.remove(args.name)
+        print(f"removed {args.name} from {lib.root}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmict", description="MMICT Studio: multimodal in-context learning and tuning")
     sub = p.add_subparsers(dest="command", required=True)
@@ -116,8 +211,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=5000)
     t.add_argument("--vision-steps", type=int, default=800)
     t.add_argument("--batch", type=_positive, default=16)
-    t.add_argument("--eval-every", type=int, default=500)
+    t.add_argument("--eval-every", type=int, default=1000)
     t.set_defaults(func=cmd_pretrain)
+
+    tr = sub.add_parser("train", help="train one method on one task and save the adapter")
+    tr.add_argument("--method", required=True, help="a trainable method (see `mmict compare --help`)")
+    tr.add_argument("--task", required=True)
+    tr.add_argument("--out", required=True, help="output folder (adapter/, checkpoint/, train_log.json)")
+    tr.add_argument("--shots", type=int, default=None, help="demonstrations at inference (methods that use demos)")
+    tr.add_argument("--train-shots", type=int, default=None, help="demonstrations per training episode / teacher context")
+    tr.add_argument("--set", action="append", metavar="FIELD=VALUE", help="method config field, e.g. --set rank=4")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    _add_train_args(tr)
+    tr.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("compare", help="train what is not trained yet and compare methods on the same held-out episodes")
+    c.add_argument("--task", required=True)
+    c.add_argument("--methods", required=True, help="e.g. icl:8,vanilla-ft,vanilla-ict,mmict,hificl,mimic,live,lora,m2iv")
+    c.add_argument("--episodes", type=_positive, default=300)
+    c.add_argument("--json", default=None)
+    c.add_argument("--cache", default="runs/compare-cache", help="where trained adapters are kept and reused")
+    c.add_argument("--also-on", default="", help="other tasks to measure each adapter on (what it costs elsewhere)")
+    _add_train_args(c)
+    c.set_defaults(func=cmd_compare)
 
     k = sub.add_parser("tasks", help="list the tasks and their chance levels")
     k.set_defaults(func=cmd_tasks)
@@ -125,6 +241,30 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job (README): evaluate the teaching VLM on every task")
     d.add_argument("--episodes", type=_positive, default=100)
     d.set_defaults(func=cmd_demo)
+
+    v = sub.add_parser("vlibrary", help="the adapter library: list, show, search, add, remove "
+                       "(root: --root, else $MMICT_VLIBRARY, else ~/.cache/mmict/vlibrary)")
+    vsub = v.add_subparsers(dest="vcommand", required=True)
+    vl = vsub.add_parser("list", help="every entry")
+    vs = vsub.add_parser("show", help="one entry's metadata as JSON")
+    vs.add_argument("name")
+    vf = vsub.add_parser("search", help="entries ranked by TF-IDF match of name, description, task, method")
+    vf.add_argument("text")
+    vf.add_argument("--top", type=_positive, default=10)
+    va = vsub.add_parser("add", help="store a saved adapter folder (adapter.safetensors + adapter_config.json)")
+    va.add_argument("name")
+    va.add_argument("--from", dest="source", required=True, help="the adapter folder")
+    va.add_argument("--task", required=True)
+    va.add_argument("--description", default="")
+    va.add_argument("--shots", type=int, default=None)
+    va.add_argument("--samples", type=int, default=None)
+    va.add_argument("--metrics", default=None, help='JSON object, e.g. \'{"accuracy": 0.8}\'')
+    va.add_argument("--overwrite", action="store_true")
+    vr = vsub.add_parser("remove", help="delete an entry")
+    vr.add_argument("name")
+    for sp in (vl, vs, vf, va, vr):
+        sp.add_argument("--root", default=None, help="library folder")
+    v.set_defaults(func=cmd_vlibrary)
     return p
 
 

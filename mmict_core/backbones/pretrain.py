@@ -24,7 +24,7 @@ from ..data import make_episode, shapes as sw
 from ..data.tasks import episode_rng
 from .teaching import TeachingVLM
 
-DEFAULT_MIX = {"shapes-vqa": 0.2, "shapes-caption": 0.08, "digits": 0.1, "binding": 0.25, "operator": 0.17, "format": 0.2}
+DEFAULT_MIX = {"shapes-vqa": 0.2, "shapes-caption": 0.05, "digits": 0.1, "binding": 0.28, "operator": 0.17, "format": 0.2}
 
 
 @dataclass
@@ -35,7 +35,7 @@ class PretrainConfig:
     vision_lr: float = 2e-3
     steps: int = 5000  # stage 2 steps
     batch: int = 16
-    lr: float = 1.5e-3
+    lr: float = 2e-3
     vision_lr_scale: float = 0.3  # stage-2 lr of the vision encoder, relative
     warmup: int = 200
     min_lr_ratio: float = 0.05
@@ -43,8 +43,8 @@ class PretrainConfig:
     clip: float = 1.0
     weight_decay: float = 0.01
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
-    eval_every: int = 500
-    eval_episodes: int = 48
+    eval_every: int = 1000
+    eval_episodes: int = 32
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.vision_steps < 0 or self.batch < 1:
@@ -176,6 +176,7 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     vlm = TeachingVLM.create(seed=cfg.seed)
+    vlm.model.requires_grad_(True)
     log: list = []
     pretrain_vision(vlm, cfg, log)
     t_vision = time.time() - t0

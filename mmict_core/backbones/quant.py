@@ -28,3 +28,16 @@ def quantization_config(quant: str, skip_modules: list[str] | None = None, compu
         compute_dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip)
+
+
+def keep_4bit_trainable(model) -> None:
+    """Switch off bitsandbytes' in-place CPU repack of 4-bit weights (AVX512-BF16 hosts).
+
+    ``Linear4bit.forward`` repacks its weight for a CPU kernel (``gemv_4bit``) the first time it runs
+    in eval mode on an input without grad (any no-grad inference or teacher pass).  That kernel has
+    no backward, so every adapter trained afterwards silently loses the gradient through the layer
+    (ecosystem.md 1.4).  Costs some 4-bit CPU inference speed; no effect on GPUs or without AVX512-BF16.
+    """
+    for m in model.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False

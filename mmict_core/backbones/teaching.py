@@ -19,7 +19,7 @@ from transformers import InstructBlipConfig, InstructBlipForConditionalGeneratio
 
 from ..data import check_image_array, vocabulary
 from .base import VLMBackbone
-from .quant import quantization_config
+from .quant import keep_4bit_trainable, quantization_config
 from .tokenizer import BOS, EOS, IMAGE, PAD, SEP, build_word_tokenizer
 
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "teaching-vlm"
@@ -56,6 +56,8 @@ class InstructBlipBackbone(VLMBackbone):
     def __init__(self, model: InstructBlipForConditionalGeneration, tokenizer: Tokenizer, *, image_size: int,
                  name: str = "instructblip", quant: str = "none"):
         self.model = model.eval()
+        model.requires_grad_(False)  # frozen: methods train their own parameters (pretraining unfreezes)
+        keep_4bit_trainable(model)  # adapters must get gradients through 4-bit layers
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
         self.name = name

@@ -2,6 +2,10 @@
 from .base import AdapterLoadError, Handle, Method, MethodConfig, check_range, read_adapter, swap_attr
 from .registry import METHODS, get_method, method_names, register_method
 from . import icl  # noqa: F401  (registers)
+from . import mmict  # noqa: F401  (registers)
+from . import hificl  # noqa: F401  (registers)
+from . import m2iv  # noqa: F401  (registers)
+from . import mimic, live, lora  # noqa: F401  (register)
 
 __all__ = ["AdapterLoadError", "Handle", "Method", "MethodConfig", "check_range", "read_adapter", "swap_attr",
            "METHODS", "get_method", "method_names", "register_method"]

@@ -1,0 +1,1 @@
+"""Read-only views into an adapted model (attention, virtual K/V), ready for plotting."""

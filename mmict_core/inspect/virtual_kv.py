@@ -1,0 +1,64 @@
+"""Where a HiFICL adapter's attention goes: mass on the virtual keys per layer, head and position.
+
+Captured through the adapter's own attention function (its capture flag), so the numbers are
+exactly those of the forward pass, not a second implementation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data import Episode
+
+
+@dataclass
+class VirtualKVAttention:
+    """One episode's HiFICL attention split.  L layers, H heads, T positions, n virtual slots."""
+
+    alpha: np.ndarray  # (L, H, T) α: share of the real (sequence) keys
+    virtual_mass: np.ndarray  # (L, H, T) 1 − α: share of the virtual keys
+    slot_weights: np.ndarray  # (L, H, T, n) w: share of each virtual slot (sums to 1 − α over n)
+    roles: np.ndarray  # (T,) str: 'bos', 'prompt', 'image', 'answer', ...
+    items: np.ndarray  # (T,) int: episode item of each position (demos 0..k-1, query k; -1 for BOS)
+    labels: np.ndarray  # (T,) str: the text token, or '<img i>' (i-th token of the image segment)
+    token_ids: np.ndarray  # (T,) int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(L, H, T, n)"""
+        return tuple(self.slot_weights.shape)  # type: ignore[return-value]
+
+
+def _token_label(backbone, tid: int) -> str:
+    text = backbone.decode([tid])
+    if text:
+        return text
+    names = {backbone.bos_token_id: "<bos>", backbone.eos_token_id: "<eos>", backbone.pad_token_id: "<pad>"}
+    return names.get(tid, f"<{tid}>")
+
+
+@torch.no_grad()
+def virtual_kv_attention(method, episode: Episode, *, with_answer: bool = True) -> VirtualKVAttention:
+    """Run ``episode`` as ``method`` (a HiFICL adapter) sees it and return its attention split.
+
+    ``with_answer``: include the reference answer (teacher-forced), so the answer tokens show too."""
+    if not hasattr(method, "capture") or not hasattr(method, "virtual_kv"):
+        raise TypeError(f"{type(method).__name__} has no virtual keys/values; pass a HiFICL adapter")
+    bb = method.backbone
+    batch = method.batch([episode], with_answer=with_answer, padding_side="right")
+    with method.attached(), method.capture() as cap:
+        bb.forward(batch)
+    L = len(cap)
+    alpha = torch.stack([cap[l][0][0] for l in range(L)]).float().cpu().numpy()  # (L, H, T)
+    w = torch.stack([cap[l][1][0] for l in range(L)]).float().cpu().numpy()  # (L, H, T, n)
+    T = alpha.shape[-1]
+    ids = batch.token_ids[0].tolist()
+    roles, items, labels = [""] * T, [-1] * T, [""] * T
+    for role, item, s, e in batch.spans[0]:
+        for j, p in enumerate(range(s, e)):
+            roles[p], items[p] = role, item
+            labels[p] = f"<img {j}>" if role == "image" else _token_label(bb, ids[p])
+    return VirtualKVAttention(alpha=alpha, virtual_mass=1.0 - alpha, slot_weights=w, roles=np.array(roles),
+                              items=np.array(items), labels=np.array(labels), token_ids=np.array(ids))

@@ -1,0 +1,132 @@
+"""HiFICL: learnable low-rank virtual key/value pairs in every decoder attention head.
+
+Per layer l and query head h: K_learn = K_A·K_B, V_learn = V_A·V_B ∈ R^{n×d_h}, mixed into the
+real attention with the exact softmax weights (see :mod:`.attention`).  Teacher-free: trained with
+the plain cross-entropy of the adapted model (Method.loss).  Spec: methods.md §2 and §9.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..base import Handle, Method, MethodConfig, check_range, swap_attr
+from ..registry import register_method
+from .attention import _LAYERS, ATTN_NAME, hificl_attention_forward, hificl_mask
+
+Z2_MODES = ("masked", "faithful")
+# implementations whose attention HiFICL reproduces as SA_out (eager itself; the rest through sdpa)
+STOCK_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
+
+
+@dataclass
+class HiFICLConfig(MethodConfig):
+    n_virtual: int = field(default=8, metadata={"help": "virtual key/value slots n per layer and head"})
+    rank: int = field(default=8, metadata={"help": "rank r of K_learn = K_A K_B and V_learn = V_A V_B (paper: 8 for VQAv2, 16 for OK-VQA)"})
+    z2: str = field(default="masked", metadata={"help": "Z2 (the real keys' softmax mass): 'masked' = causal + padding mask "
+                                                         "(training and cached decoding agree); 'faithful' = the official code, "
+                                                         "logsumexp over all keys of the sequence, future and pads included"})
+
+    def validate(self) -> None:
+        for name in ("n_virtual", "rank"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{type(self).__name__}.{name} must be a whole number in [1, 4096], got {v!r}")
+            check_range(self, name, 1, 4096)
+        check_range(self, "z2", choices=Z2_MODES)
+
+
+@register_method
+class HiFICL(Method):
+    name = "hificl"
+    config_class = HiFICLConfig
+    summary = "low-rank virtual K/V pairs per layer and head, mixed into attention by the exact softmax split (teacher-free)"
+
+    def __init__(self, backbone, config: HiFICLConfig | None = None):
+        super().__init__(backbone, config)
+        cfg = self.config
+        tc = backbone.text_config
+        L = len(backbone.decoder_layers())
+        H = int(tc.num_attention_heads)  # query heads: GQA keys are repeated per query head
+        d = int(getattr(backbone.attention(0), "head_dim", None) or tc.hidden_size // H)
+        n, r = cfg.n_virtual, cfg.rank
+        g = torch.Generator().manual_seed(cfg.seed)
+        self.K_A = nn.Parameter(torch.randn(L, H, n, r, generator=g))  # (L, H, n, r)  N(0, 1)
+        self.K_B = nn.Parameter(torch.randn(L, H, r, d, generator=g) * 0.01)  # (L, H, r, d)  N(0, 1)·0.01
+        self.V_A = nn.Parameter(torch.randn(L, H, n, r, generator=g))  # (L, H, n, r)  N(0, 1)
+        self.V_B = nn.Parameter(torch.zeros(L, H, r, d))  # (L, H, r, d)  0: no injected value at init
+        self.dims = dict(layers=L, heads=H, head_dim=d)
+        self.to(backbone.device)
+        self._capture: dict | None = None
+        self._kv: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._kv_key: tuple | None = None
+        self._call = 0  # forward calls of the decoder while attached
+        self.kv_computations = 0  # how often K_learn / V_learn were formed (benchmarks, tests)
+
+    # -- the virtual keys and values ------------------------------------------------------------
+    def _factors(self) -> tuple[nn.Parameter, ...]:
+        return (self.K_A, self.K_B, self.V_A, self.V_B)
+
+    def virtual_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K_learn, V_learn), each (L, H, n, d_h), fp32.
+
+        Formed by one batched matmul per decoder forward call.  When no gradient is recorded they
+        are reused across calls (every generated token) until a factor changes in place."""
+        grad = torch.is_grad_enabled()
+        key = (grad, torch.is_inference_mode_enabled(), self._call if grad else None,
+               tuple((p._version, p.data_ptr(), p.device) for p in self._factors()))
+        if self._kv is None or self._kv_key != key:
+            K = self.K_A.float() @ self.K_B.float()  # (L, H, n, r) @ (L, H, r, d) -> (L, H, n, d)
+            V = self.V_A.float() @ self.V_B.float()  # (L, H, n, d)
+            self._kv, self._kv_key = (K, V), key
+            self.kv_computations += 1
+        return self._kv
+
+    def _clear_kv(self) -> None:
+        self._kv = self._kv_key = None
+
+    # -- injection ------------------------------------------------------------------------------
+    def _attach(self) -> list[Handle]:
+        tc = self.backbone.text_config
+        base = tc._attn_implementation
+        if base == ATTN_NAME:
+            raise RuntimeError("a HiFICL adapter is already attached to this backbone; detach it first")
+        if base not in STOCK_IMPLEMENTATIONS:  # e.g. another method's attention function: it would be bypassed
+            raise RuntimeError(f"the LM's attention implementation is {base!r}, not a stock one "
+                               f"({', '.join(map(str, STOCK_IMPLEMENTATIONS))}); detach the method that set it first")
+        attns = [self.backbone.attention(i) for i in range(len(self.backbone.decoder_layers()))]
+        if any(id(a) in _LAYERS for a in attns):  # checked before any change, so a refusal leaves nothing behind
+            raise RuntimeError("a decoder layer already carries a HiFICL adapter")
+        handles: list[Handle] = [Handle(self._clear_kv)]
+        self._clear_kv()
+        for i, attn in enumerate(attns):
+            _LAYERS[id(attn)] = (self, i, base)
+            handles.append(Handle(lambda k=id(attn): _LAYERS.pop(k, None)))
+
+        def new_call(module, args, kwargs):
+            self._call += 1
+
+        hook = self.backbone.decoder().register_forward_pre_hook(new_call, with_kwargs=True)
+        handles.append(Handle(hook.remove))
+        handles.append(swap_attr(tc, "_attn_implementation", ATTN_NAME))  # every decoder attention reads it per forward
+        return handles
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """While the block runs, the attention function records per layer (α (B, H, T), w (B, H, T, n))."""
+        self._capture = {}
+        try:
+            yield self._capture
+        finally:
+            self._capture = None
+
+    # -- parameters -----------------------------------------------------------------------------
+    def expected_num_parameters(self) -> int:
+        s, c = self.dims, self.config
+        return s["layers"] * s["heads"] * 2 * (c.n_virtual * c.rank + c.rank * s["head_dim"])
+
+
+__all__ = ["HiFICL", "HiFICLConfig", "ATTN_NAME", "hificl_attention_forward", "hificl_mask", "Z2_MODES"]

@@ -1,0 +1,4 @@
+import torch
+
+# TEMPORARY while the teaching VLM trains in the background on this 2-core machine
+torch.set_num_threads(1)

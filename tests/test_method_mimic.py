@@ -1,0 +1,296 @@
+"""MimIC: the shifted attention against a plain re-computation, injection, teacher/student loss,
+persistence, config checks, quantised backbones and the shared trainer."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmict_core.backbones import TeachingVLM
+from mmict_core.data import make_episode
+from mmict_core.methods import AdapterLoadError, get_method
+from mmict_core.methods.distill import capture_outputs
+from mmict_core.methods.mimic import MimIC, MimICConfig
+from mmict_core.methods.mimic import attention as mimic_attention
+from mmict_core.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    return TeachingVLM.create(seed=0)
+
+
+@pytest.fixture(scope="module")
+def saved(vlm, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tvlm")
+    vlm.save(path)
+    return path
+
+
+def episodes(k: int, n: int = 2):
+    # indices 0 and 1 have prompts of different lengths: the query-only batch is padded
+    return [make_episode("shapes-vqa", k, seed=0, index=i, split="train") for i in range(n)]
+
+
+def loud(m: MimIC, gate_b: float = 1.0) -> MimIC:
+    """Parameters large enough that the shift clearly changes the output."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        m.shift.copy_(torch.randn(m.shift.shape, generator=g))
+        m.gate_w.copy_(torch.randn(m.gate_w.shape, generator=g) * 0.3)
+        m.gate_b.fill_(gate_b)
+    return m
+
+
+def rope(x, cos, sin):
+    """Llama rotary embedding: x (B, H, T, D), cos/sin (B, T, D)."""
+    h = x.shape[-1] // 2
+    rot = torch.cat([-x[..., h:], x[..., :h]], -1)
+    return x * cos[:, None] + rot * sin[:, None]
+
+
+def by_hand(attn, h, cos, sin, pad_mask, w, b, v, masked: bool):
+    """SA(q, K, V) + sigmoid(f - log Z2) v, everything recomputed from the layer's input."""
+    B, T, _ = h.shape
+    H, D = w.shape
+    q = rope(attn.q_proj(h).view(B, T, H, D).transpose(1, 2), cos, sin)
+    k = rope(attn.k_proj(h).view(B, T, H, D).transpose(1, 2), cos, sin)
+    val = attn.v_proj(h).view(B, T, H, D).transpose(1, 2)
+    s = q @ k.transpose(-1, -2) / math.sqrt(D)  # (B, H, T, T)
+    visible = torch.ones(T, T).tril().bool()[None, None] & pad_mask.bool()[:, None, None, :]
+    sa = s.masked_fill(~visible, float("-inf")).softmax(-1) @ val  # (B, H, T, D)
+    log_z2 = (s.masked_fill(~visible, float("-inf")) if masked else s).logsumexp(-1)  # (B, H, T)
+    f = (q * w[None, :, None]).sum(-1) + b[None, :, None]
+    mu = torch.sigmoid(f - log_z2)  # == exp(f - logaddexp(f, log Z2))
+    return (sa + mu[..., None] * v[None, :, None]).transpose(1, 2).reshape(B, T, H * D)
+
+
+@pytest.mark.parametrize("z2", ["masked", "faithful"])
+def test_attention_output_is_sa_plus_gated_shift(vlm, z2):
+    m = loud(MimIC(vlm, MimICConfig(z2=z2)))
+    batch = m.batch(episodes(0), with_answer=True)
+    assert batch.attention_mask.min() == 0  # right padding present: the two z2 modes differ
+    L = m.num_layers
+    ins, outs, hooks = {}, {}, []
+    for i in range(L):
+        a = vlm.attention(i)
+        hooks.append(a.register_forward_pre_hook(
+            lambda mod, args, kw, i=i: ins.__setitem__(i, (kw.get("hidden_states", args[0] if args else None),
+                                                           kw["position_embeddings"])), with_kwargs=True))
+        hooks.append(a.o_proj.register_forward_pre_hook(lambda mod, args, i=i: outs.__setitem__(i, args[0])))
+    try:
+        with torch.no_grad(), m.attached():
+            vlm.forward(batch)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    with torch.no_grad():
+        for i in range(L):
+            h, (cos, sin) = ins[i]
+            args = (vlm.attention(i), h, cos, sin, batch.attention_mask, m.gate_w[i], m.gate_b[i], m.shift[i])
+            want, other = by_hand(*args, masked=z2 == "masked"), by_hand(*args, masked=z2 != "masked")
+            torch.testing.assert_close(outs[i], want, rtol=1e-4, atol=1e-4)
+            assert (outs[i] - other).abs().max() > 1e-2  # the other Z2 mode is really something else
+
+
+def test_closed_gate_leaves_the_model_unchanged(vlm):
+    m = loud(MimIC(vlm), gate_b=-1e4)  # mu ~ 0: SA + 0 * v
+    batch = m.batch(episodes(0), with_answer=True)
+    with torch.no_grad():
+        bare = vlm.forward(batch)
+        with m.attached():
+            shifted = vlm.forward(batch)
+    torch.testing.assert_close(shifted, bare, rtol=1e-5, atol=1e-5)
+
+
+def test_attach_detach_is_bit_identical(vlm):
+    m = loud(MimIC(vlm))
+    batch = vlm.assemble_episodes(episodes(2), with_answer=True)
+    impl = vlm.text_config._attn_implementation
+    with torch.no_grad():
+        before = vlm.forward(batch)
+        with m.attached():
+            assert vlm.text_config._attn_implementation == mimic_attention.ATTN_NAME
+            during = vlm.forward(batch)
+        after = vlm.forward(batch)
+        with pytest.raises(RuntimeError, match="boom"):
+            with m.attached():
+                raise RuntimeError("boom")
+        again = vlm.forward(batch)
+    assert (during - before).abs().max() > 1e-2
+    assert torch.equal(before, after) and torch.equal(before, again)
+    assert vlm.text_config._attn_implementation == impl
+    assert len(mimic_attention.ACTIVE) == 0
+    with m.attached(), pytest.raises(RuntimeError, match="already replaced"):  # would bypass the first silently
+        with MimIC(vlm).attached():
+            pass
+    assert vlm.text_config._attn_implementation == impl and len(mimic_attention.ACTIVE) == 0
+
+
+@pytest.mark.parametrize("z2, consistent", [("masked", True), ("faithful", False)])
+def test_cached_decoding_matches_a_full_forward_only_when_masked(vlm, z2, consistent):
+    """The last position's logits from a KV-cached step vs a full forward of the same sequence."""
+    m = loud(MimIC(vlm, MimICConfig(z2=z2)))
+    batch = m.batch(episodes(0, n=1), with_answer=True)
+    x, mask = batch.inputs_embeds, batch.attention_mask
+    lm = vlm.language_model
+    with torch.no_grad(), m.attached():
+        full = lm(inputs_embeds=x, attention_mask=mask, use_cache=False).logits[:, -1]
+        past = lm(inputs_embeds=x[:, :-1], attention_mask=mask[:, :-1], use_cache=True).past_key_values
+        step = lm(inputs_embeds=x[:, -1:], attention_mask=mask, past_key_values=past, use_cache=True).logits[:, -1]
+    if consistent:
+        torch.testing.assert_close(step, full, rtol=1e-5, atol=1e-5)
+    else:  # the official unmasked Z2 sums over future keys in training but not while decoding
+        assert (step - full).abs().max() > 1e-3
+
+
+def test_generation_runs_attached(vlm):
+    for z2 in ("masked", "faithful"):
+        m = loud(MimIC(vlm, MimICConfig(z2=z2)))
+        out = m.generate(episodes(0), max_new_tokens=3, num_beams=2)
+        assert len(out) == 2 and all(isinstance(s, str) for s in out)
+
+
+def test_parameter_count_matches_formula(vlm):
+    m = MimIC(vlm)
+    cfg = vlm.text_config
+    L, H = cfg.num_hidden_layers, cfg.num_attention_heads
+    d_h = cfg.hidden_size // H
+    assert m.expected_num_parameters() == L * H * (2 * d_h + 1) == 4 * 4 * 65
+    assert m.num_trainable() == m.expected_num_parameters()
+    assert get_method("mimic") is MimIC and MimIC.needs_teacher
+
+
+def test_initialisation_follows_the_paper(vlm):
+    m = MimIC(vlm, MimICConfig(seed=3))
+    assert torch.equal(m.gate_b, torch.zeros_like(m.gate_b))
+    assert 0.5e-3 < m.shift.std().item() < 1.5e-3
+    assert 0.01 < m.gate_w.std().item() < 0.03
+    assert torch.equal(MimIC(vlm, MimICConfig(seed=3)).shift, m.shift)
+    assert not torch.equal(MimIC(vlm, MimICConfig(seed=4)).shift, m.shift)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"z2": "none"}, "z2"), ({"align_weight": -1.0}, "align_weight"), ({"ce_weight": 1e9}, "ce_weight"),
+    ({"train_shots": 0}, "train_shots"), ({"shift_init_std": -0.1}, "shift_init_std"),
+    ({"align_weight": 0.0, "ce_weight": 0.0}, "align_weight"),
+])
+def test_config_out_of_range(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        MimICConfig(**kwargs)
+
+
+def test_save_load_round_trip_and_wrong_backbone(vlm, tmp_path):
+    m = loud(MimIC(vlm, MimICConfig(z2="faithful")))
+    m.save(tmp_path / "a")
+    m2 = MimIC.load(tmp_path / "a", vlm)
+    assert m2.config == m.config
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k])
+    batch = m.batch(episodes(0), with_answer=True)
+    with torch.no_grad():
+        with m.attached():
+            a = vlm.forward(batch)
+        with m2.attached():
+            b = vlm.forward(batch)
+    assert torch.equal(a, b)
+    with pytest.raises(AdapterLoadError, match="another backbone"):
+        MimIC.load(tmp_path / "a", TeachingVLM.create(seed=1))
+
+
+def test_loss_runs_the_teacher_on_the_bare_backbone(vlm):
+    m = loud(MimIC(vlm))
+    eps = episodes(3)
+    teacher = vlm.assemble_episodes(eps, with_answer=True, loss_on="query")
+    T = teacher.inputs_embeds.shape[1]
+    mlps = [vlm.mlp(i) for i in range(m.num_layers)]
+    calls, seen = [], []
+    hooks = [vlm.language_model.register_forward_pre_hook(lambda *a: calls.append(1))]
+    hooks += [mod.register_forward_hook(lambda mod, a, out, i=i: seen.append((i, out.detach().clone())))
+              for i, mod in enumerate(mlps)]
+    try:
+        loss, parts = m.loss(eps)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    assert len(calls) == 2  # teacher forward + student forward
+    assert set(parts) == {"ce", "align"} and all(math.isfinite(v) for v in parts.values())
+    expected = m.config.align_weight * parts["align"] + m.config.ce_weight * parts["ce"]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    teacher_out = {i: o for i, o in seen if o.shape[1] == T}
+    assert len(teacher_out) == m.num_layers
+    with torch.no_grad():
+        with capture_outputs(mlps) as out:
+            vlm.forward(teacher)
+        bare = [o.clone() for o in out]
+        with m.attached(), capture_outputs(mlps) as out:
+            vlm.forward(teacher)
+        shifted = [o.clone() for o in out]
+    for i in range(m.num_layers):
+        assert torch.equal(teacher_out[i], bare[i])
+    assert (shifted[-1] - bare[-1]).abs().max() > 1e-3  # an attached teacher would have shown up
+    with m.attached(), pytest.raises(RuntimeError, match="outside"):
+        m.loss(eps)
+
+
+def test_alignment_term_by_hand(vlm):
+    """align == mean over layers of the MSE between query-token MLP outputs (teacher k-shot, student 0-shot)."""
+    m = loud(MimIC(vlm, MimICConfig(ce_weight=0.0)))
+    eps = episodes(2)
+    mlps = [vlm.mlp(i) for i in range(m.num_layers)]
+    teacher = vlm.assemble_episodes(eps, with_answer=True)
+    student = m.batch(eps, with_answer=True)
+    with torch.no_grad():
+        with capture_outputs(mlps) as t:
+            vlm.forward(teacher)
+        with m.attached(), capture_outputs(mlps) as s:
+            vlm.forward(student)
+        per_layer = []
+        for lt, ls in zip(t, s):
+            diffs = []
+            for b, ep in enumerate(eps):
+                tq = [p for role in ("prompt", "image", "answer") for p in teacher.positions(b, role, ep.k)]
+                sq = [p for role in ("prompt", "image", "answer") for p in student.positions(b, role, 0)]
+                diffs.append(lt[b, sorted(tq)] - ls[b, sorted(sq)])
+            d = torch.cat(diffs)
+            per_layer.append((d ** 2).mean())
+        want = torch.stack(per_layer).mean().item()
+        loss, parts = m.loss(eps)
+    assert parts["align"] == pytest.approx(want, rel=1e-4)
+    assert loss.item() == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.parametrize("quant", ["8bit", "4bit"])
+def test_quantised_backbone_forward_and_train_step(saved, quant):
+    qv = TeachingVLM.load(saved, quant=quant)
+    m = loud(MimIC(qv))
+    eps = episodes(2)
+    batch = m.batch(eps, with_answer=True)
+    with torch.no_grad():  # an inference pass first (the 4-bit CPU repack trap)
+        before = qv.forward(batch)
+        with m.attached():
+            during = qv.forward(batch)
+        assert torch.equal(before, qv.forward(batch)) and torch.isfinite(during).all()
+    m.train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    loss, parts = m.loss(eps)
+    loss.backward()
+    assert math.isfinite(loss.item())
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad[0].abs().sum() > 0, name  # the first layer's gradient crosses every 4/8-bit layer
+    assert all(p.grad is None for p in qv.model.parameters())
+    # no 4-bit weight was repacked for bitsandbytes' CPU inference kernel, which has no backward
+    assert not any(getattr(getattr(mod.weight, "quant_state", None), "packing_format_for_cpu", False)
+                   for mod in qv.model.modules() if hasattr(mod, "support_avx512bf16_for_cpu"))
+    old = m.shift.detach().clone()
+    opt.step()
+    assert not torch.equal(old, m.shift)
+
+
+def test_trainer_steps(vlm):
+    m = MimIC(vlm, MimICConfig(train_shots=2))
+    res = train(m, TrainConfig(task="shapes-vqa", steps=3, batch_size=2, samples=8), progress=False)
+    assert res.steps == 3 and all(math.isfinite(x) for x in res.losses)
+    assert all(set(p) == {"ce", "align"} for p in res.parts)

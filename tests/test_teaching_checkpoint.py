@@ -1,0 +1,62 @@
+"""The shipped teaching VLM: present, small, and genuinely doing in-context learning.
+
+Small-sample versions of the model card's acceptance numbers (the full 300-episode table is in
+assets/teaching-vlm/MODEL_CARD.md, made by `mmict eval`)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mmict_core.backbones import ASSETS_DIR, TeachingVLM
+from mmict_core.data import get_task
+from mmict_core.evaluate.icl import evaluate_icl
+
+N = 64  # episodes per measurement here (binomial sd <= 0.0625)
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    return TeachingVLM.load()
+
+
+def acc(vlm, task, shots, seed=11):
+    return {r.shots: r.accuracy for r in evaluate_icl(vlm, task, shots, episodes=N, seed=seed, progress=False)}
+
+
+def test_checkpoint_files_and_size():
+    files = {p.name: p.stat().st_size for p in ASSETS_DIR.iterdir()}
+    for f in ("model.safetensors", "config.json", "tokenizer.json", "teaching.json", "MODEL_CARD.md", "train_log.json"):
+        assert f in files, f
+    assert sum(files.values()) < 25 * 2**20
+    assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in files)
+    log = json.loads((ASSETS_DIR / "train_log.json").read_text())
+    assert log["config"]["seed"] == 0 and log["wall_seconds"] > 0
+
+
+def test_query_tokens_are_not_symmetric():
+    # a fresh model's Q-Former queries must differ, or all image tokens start identical
+    q = TeachingVLM.create(seed=0).model.query_tokens[0]
+    assert torch.cdist(q, q).fill_diagonal_(1.0).min() > 0
+
+
+def test_fixed_knowledge_zero_shot(vlm):
+    assert acc(vlm, "shapes-vqa", [0])[0] >= 0.8
+
+
+def test_binding_is_learned_from_the_demonstrations(vlm):
+    a = acc(vlm, "binding", [0, 4, 8])
+    chance = get_task("binding").chance
+    assert a[0] <= chance  # nothing to copy from: no leak of the binding
+    assert a[4] >= 0.75 and a[8] >= a[4] - 0.1
+
+
+def test_format_induction(vlm):
+    a = acc(vlm, "format", [0, 2])
+    assert a[2] >= 0.8 and a[0] <= 0.4
+
+
+def test_operator_above_chance(vlm):
+    a = acc(vlm, "operator", [4])
+    assert a[4] >= 2 * get_task("operator").chance
