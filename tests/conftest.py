@@ -1,4 +1,24 @@
+import os
+
+import pytest
 import torch
 
-# TEMPORARY while the teaching VLM trains in the background on this 2-core machine
-torch.set_num_threads(1)
+from mmict_core.backbones import TeachingVLM
+
+# MMICT_TEST_THREADS=1 keeps the suite from starving a training job running beside it.
+if os.environ.get("MMICT_TEST_THREADS"):
+    torch.set_num_threads(int(os.environ["MMICT_TEST_THREADS"]))
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    """A fresh, randomly initialised teaching VLM (fast; one per test module)."""
+    return TeachingVLM.create(seed=0)
+
+
+@pytest.fixture(scope="module")
+def saved(vlm, tmp_path_factory):
+    """``vlm`` saved to a folder, for reloading (e.g. quantised)."""
+    path = tmp_path_factory.mktemp("tvlm")
+    vlm.save(path)
+    return path

@@ -13,18 +13,6 @@ from mmict_core.backbones.base import IGNORE
 from mmict_core.data import Episode, Example, make_episode
 
 
-@pytest.fixture(scope="module")
-def vlm():
-    return TeachingVLM.create(seed=0)
-
-
-@pytest.fixture(scope="module")
-def saved(vlm, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tvlm")
-    vlm.save(path)
-    return path
-
-
 def _img(v: int) -> np.ndarray:
     return np.full((32, 32, 3), v, dtype=np.uint8)
 

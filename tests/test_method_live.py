@@ -15,18 +15,6 @@ from mmict_core.methods.live import LIVE, LIVEConfig
 from mmict_core.train import TrainConfig, _param_groups, train
 
 
-@pytest.fixture(scope="module")
-def vlm():
-    return TeachingVLM.create(seed=0)
-
-
-@pytest.fixture(scope="module")
-def saved(vlm, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tvlm")
-    vlm.save(path)
-    return path
-
-
 def episodes(k: int, n: int = 2):
     return [make_episode("shapes-vqa", k, seed=0, index=i, split="train") for i in range(n)]
 

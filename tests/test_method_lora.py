@@ -7,25 +7,12 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
 
 from mmict_core.backbones import TeachingVLM
 from mmict_core.data import make_episode
 from mmict_core.methods import AdapterLoadError, get_method
 from mmict_core.methods.lora import LoRA, LoRAConfig
 from mmict_core.train import TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def vlm():
-    return TeachingVLM.create(seed=0)
-
-
-@pytest.fixture(scope="module")
-def saved(vlm, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tvlm")
-    vlm.save(path)
-    return path
 
 
 def episodes(k: int = 0, n: int = 2):

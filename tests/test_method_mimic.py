@@ -16,18 +16,6 @@ from mmict_core.methods.mimic import attention as mimic_attention
 from mmict_core.train import TrainConfig, train
 
 
-@pytest.fixture(scope="module")
-def vlm():
-    return TeachingVLM.create(seed=0)
-
-
-@pytest.fixture(scope="module")
-def saved(vlm, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tvlm")
-    vlm.save(path)
-    return path
-
-
 def episodes(k: int, n: int = 2):
     # indices 0 and 1 have prompts of different lengths: the query-only batch is padded
     return [make_episode("shapes-vqa", k, seed=0, index=i, split="train") for i in range(n)]

@@ -20,18 +20,6 @@ from mmict_core.train import TrainConfig, train
 PARTS = ("qformer", "query_tokens", "language_projection")
 
 
-@pytest.fixture(scope="module")
-def vlm():
-    return TeachingVLM.create(seed=0)
-
-
-@pytest.fixture(scope="module")
-def saved(vlm, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tvlm")
-    vlm.save(path)
-    return path
-
-
 def _img(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
 

@@ -24,7 +24,7 @@ from ..data import make_episode, shapes as sw
 from ..data.tasks import episode_rng
 from .teaching import TeachingVLM
 
-DEFAULT_MIX = {"shapes-vqa": 0.2, "shapes-caption": 0.05, "digits": 0.1, "binding": 0.28, "operator": 0.17, "format": 0.2}
+DEFAULT_MIX = {"shapes-vqa": 0.18, "shapes-caption": 0.07, "digits": 0.12, "binding": 0.32, "operator": 0.15, "format": 0.16}
 
 
 @dataclass
@@ -35,7 +35,7 @@ class PretrainConfig:
     vision_lr: float = 2e-3
     steps: int = 5000  # stage 2 steps
     batch: int = 16
-    lr: float = 2e-3
+    lr: float = 1.5e-3
     vision_lr_scale: float = 0.3  # stage-2 lr of the vision encoder, relative
     warmup: int = 200
     min_lr_ratio: float = 0.05
@@ -158,6 +158,40 @@ def training_episodes(cfg: PretrainConfig, step: int):
     return eps
 
 
+def unpredictable_items(episode) -> set[int]:
+    """Demo answers that nothing before them determines: the first demo of a format or operator
+    episode (style / operator not shown yet) and each binding demo whose category has not appeared
+    yet.  They get no loss: training on them teaches a prior guess (a random nonsense word, a
+    format style at 0 shots) instead of reading the demonstrations."""
+    if episode.task in ("format", "operator"):
+        return {0} if episode.demos else set()
+    if episode.task == "binding":
+        seen, skip = set(), set()
+        for i, d in enumerate(episode.demos):
+            if d.label not in seen:
+                skip.add(i)
+            seen.add(d.label)
+        return skip
+    return set()
+
+
+def training_batch(vlm: TeachingVLM, episodes):
+    """Assembled episodes with the loss on every predictable answer (demos and query)."""
+    items = [ex for ep in episodes for ex in list(ep.demos) + [ep.query]]
+    feats = vlm.encode_items(items)
+    seqs, s = [], 0
+    for ep in episodes:
+        n = ep.k + 1
+        segs = vlm.episode_segments(ep, with_answer=True, loss_on="all", image_tokens=feats[s:s + n])
+        skip = unpredictable_items(ep)
+        for seg in segs:
+            if seg.role == "answer" and seg.item in skip:
+                seg.train = False
+        seqs.append(segs)
+        s += n
+    return vlm.assemble(seqs)
+
+
 def quick_eval(vlm: TeachingVLM, n: int, seed: int) -> dict:
     from ..evaluate.icl import evaluate_icl
 
@@ -196,7 +230,7 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
     ema = None
     bar = tqdm(range(cfg.steps), desc="stage 2: episodes", disable=not progress, mininterval=5)
     for step in bar:
-        batch = vlm.assemble_episodes(training_episodes(cfg, step), with_answer=True, loss_on="all")
+        batch = training_batch(vlm, training_episodes(cfg, step))
         loss = vlm.loss(batch)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * g["scale"] * _lr_at(step, cfg)

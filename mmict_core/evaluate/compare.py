@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
