@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("pretrain-teaching", help="reproduce the teaching VLM from a seed")
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--steps", type=int, default=5000)
+    t.add_argument("--steps", type=int, default=4000)
     t.add_argument("--vision-steps", type=int, default=800)
     t.add_argument("--batch", type=_positive, default=16)
     t.add_argument("--eval-every", type=int, default=1000)

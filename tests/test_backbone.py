@@ -27,10 +27,12 @@ def test_episode_layout_places_every_token(vlm):
     b = vlm.assemble_episodes([ep], with_answer=True, loss_on="query")
     ids = b.token_ids[0].tolist()
     Q = vlm.num_query_tokens
-    # independent layout: BOS, then per item prompt ids, Q image slots, answer ids + EOS
+    # independent layout: BOS, then per item prompt ids, Q image slots, the <answer> marker, answer ids + EOS
+    marker = vlm.tokenizer.token_to_id("<answer>")
     expected = [vlm.bos_token_id]
     for ex in list(ep.demos) + [ep.query]:
-        expected += vlm.encode_text(ex.prompt) + [vlm.image_token_id] * Q + vlm.encode_text(ex.answer) + [vlm.eos_token_id]
+        expected += (vlm.encode_text(ex.prompt) + [vlm.image_token_id] * Q + [marker] + vlm.encode_text(ex.answer)
+                     + [vlm.eos_token_id])
     assert ids == expected
     assert b.attention_mask.tolist() == [[1] * len(expected)]
     # each image slot carries that item's own image tokens
@@ -58,6 +60,7 @@ def test_loss_on_all_answers_and_without_answer(vlm):
     nb = vlm.assemble_episodes([ep], with_answer=False)
     assert nb.positions(0, "answer", 2) == []
     assert nb.token_ids.shape[1] == b.token_ids.shape[1] - len(vlm.encode_text("wug")) - 1
+    assert nb.token_ids[0, -1].item() == vlm.tokenizer.token_to_id("<answer>")  # generation starts after the marker
     with pytest.raises(ValueError, match="loss_on"):
         vlm.assemble_episodes([ep], with_answer=True, loss_on="everything")
 

@@ -288,14 +288,14 @@ def test_binding_answers_are_the_episode_binding():
         pool, ep = whole_pool("binding", seed=0, index=index, pool_size=8)
         binding = ep.info["binding"]
         assert len(binding) == 2
-        assert set(binding) <= set(sw.SHAPES)
+        assert set(binding) <= set(get_task("binding").categories) == set(sw.COLOURS)
         assert len(set(binding.values())) == len(binding)  # categories get different words
         assert set(binding.values()) <= set(tk.NONSENSE_WORDS)
         # every category of the binding is shown in the pool, so the demos can teach it
         assert {ex.label for ex in pool} == set(binding)
         for ex in pool + [ep.query]:
             objs = parse_scene(ex.meta["scene"])
-            assert len(objs) == 1 and objs[0]["shape"] == ex.label  # the label is the pictured shape
+            assert len(objs) == 1 and objs[0]["colour"] == ex.label  # the label is the pictured colour
             assert ex.answer == binding[ex.label]
             check_pixels_match_description(ex.images[0], objs)
         bindings.add(tuple(sorted(binding.items())))
@@ -315,8 +315,11 @@ def test_fixed_binding_is_one_map_for_every_episode():
 
     four = get_task("binding", fixed_binding=True, n_way=4)
     maps = [make_episode(four, 2, seed=s, index=i, pool_size=8).info["binding"] for s in range(3) for i in range(4)]
-    assert all(m == maps[0] for m in maps) and set(maps[0]) == set(sw.SHAPES)
-    assert all(maps[0][s] == merged[s] for s in merged)
+    assert all(set(m) <= set(sw.COLOURS) and len(m) == 4 for m in maps)
+    assert all(m[c] == merged[c] for m in maps for c in m if c in merged)  # one word per colour, always
+    shapes = get_task("binding", fixed_binding=True, n_way=4, category="shape")
+    smaps = [make_episode(shapes, 2, seed=s, index=i, pool_size=8).info["binding"] for s in range(3) for i in range(4)]
+    assert all(m == smaps[0] for m in smaps) and set(smaps[0]) == set(sw.SHAPES)
 
     free = get_task("binding", n_way=4)
     free_maps = {tuple(sorted(make_episode(free, 2, index=i, pool_size=8).info["binding"].items())) for i in range(12)}
@@ -326,10 +329,12 @@ def test_fixed_binding_is_one_map_for_every_episode():
 def test_binding_n_way_and_chance():
     assert Binding(n_way=2).chance == 0.5
     assert Binding(n_way=4).chance == 0.25
-    with pytest.raises(ValueError, match="n_way must be between 2 and 4"):
+    with pytest.raises(ValueError, match="n_way must be between 2 and 6"):
         Binding(n_way=1)
     with pytest.raises(ValueError, match="n_way must be between 2 and 4"):
-        Binding(n_way=5)
+        Binding(n_way=5, category="shape")
+    with pytest.raises(ValueError, match="category must be"):
+        Binding(category="size")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_parameter_count_and_copies(vlm):
     m = MMICT(vlm)
     direct = sum(p.numel() for n in PARTS for p in ([getattr(vlm.model, n)] if n == "query_tokens"
                                                     else getattr(vlm.model, n).parameters()))
-    assert m.expected_num_parameters() == direct == m.num_trainable() == 158976
+    assert m.expected_num_parameters() == direct == m.num_trainable()
     own = dict(m.named_parameters())
     base = {f"{n}.{k}" if k else n: v for n in PARTS for k, v in
             ([("", getattr(vlm.model, n))] if n == "query_tokens" else getattr(vlm.model, n).named_parameters())}
@@ -132,7 +132,7 @@ def test_mmict_layout_separators_and_labels(vlm):
     Q = vlm.num_query_tokens
     roles = [(r, it, e - s) for r, it, s, e in b.spans[0]]
     assert roles == [("bos", -1, 1), ("mhub_text", 0, L[0]), ("sep", 0, 1), ("mhub_text", 1, L[1]), ("sep", 1, 1),
-                     ("prompt", 2, 4), ("image", 2, Q), ("answer", 2, 2)]
+                     ("prompt", 2, 4), ("image", 2, Q), ("marker", 2, 1), ("answer", 2, 2)]
     ids = b.token_ids[0].tolist()
     sep_pos = b.positions(0, "sep")
     assert sep_pos == [1 + L[0], 2 + L[0] + L[1]]
@@ -190,9 +190,10 @@ def test_mmict_input_shorter_than_vanilla_ict(vlm):
     n_ict = VanillaICT(vlm).batch([ep], with_answer=True).inputs_embeds.shape[1]
     words = lambda s: len(vlm.encode_text(s))  # noqa: E731
     q = ep.query
-    tail = words(q.prompt) + Q + words(q.answer) + 1
+    M = len(vlm.answer_marker_ids)  # the teaching VLM's <answer> marker
+    tail = words(q.prompt) + Q + M + words(q.answer) + 1
     assert n_mmict == 1 + sum(words(f"{d.prompt} {d.answer}") + 1 for d in ep.demos) + tail
-    assert n_ict == 1 + sum(words(d.prompt) + Q + words(d.answer) + 1 for d in ep.demos) + tail
+    assert n_ict == 1 + sum(words(d.prompt) + Q + M + words(d.answer) + 1 for d in ep.demos) + tail
     assert n_mmict < n_ict
 
 

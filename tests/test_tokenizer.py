@@ -30,13 +30,13 @@ def texts():
 
 
 def test_special_tokens_come_first(tok):
-    assert SPECIAL_TOKENS == ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "<image>", "<eoc>")
+    assert SPECIAL_TOKENS == ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "<image>", "<eoc>", "<answer>")
     for i, t in enumerate(SPECIAL_TOKENS):
         assert tok.token_to_id(t) == i
         assert tok.id_to_token(i) == t
     words = vocabulary()
     assert tok.get_vocab_size() == len(SPECIAL_TOKENS) + len(set(words))
-    # ids of words are 6.. and all distinct
+    # ids of words follow the special tokens and are all distinct
     ids = [tok.token_to_id(w) for w in words]
     assert sorted(ids) == list(range(len(SPECIAL_TOKENS), len(SPECIAL_TOKENS) + len(words)))
 

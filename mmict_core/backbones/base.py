@@ -64,6 +64,7 @@ class VLMBackbone(ABC):
     eos_token_id: int
     pad_token_id: int
     image_token_id: int
+    answer_marker_ids: list[int] = []  # text between an item's image tokens and its answer
 
     # -- text ---------------------------------------------------------------------------------
     @abstractmethod
@@ -136,9 +137,12 @@ class VLMBackbone(ABC):
     # -- assembly -----------------------------------------------------------------------------
     def episode_segments(self, episode: Episode, *, with_answer: bool, loss_on: str = "query",
                          image_tokens: list[torch.Tensor] | None = None) -> list[Segment]:
-        """Plain interleaved ICL: ``[BOS] (prompt, image, answer [EOS])* prompt, image [answer [EOS]]``.
+        """Plain interleaved ICL: ``[BOS] (prompt, image, marker, answer [EOS])* prompt, image, marker [answer [EOS]]``.
 
-        Each item reads *prompt, image, answer*, so the answer directly follows its image tokens.
+        Each item reads *prompt, image, answer*: the answer follows its image tokens, after the
+        backbone's answer marker (the teaching VLM's ``<answer>`` token; none for real checkpoints).
+        The marker is a text position, so the logit of the answer's first token is read from a
+        residual stream that attention writes into, not from an image embedding that dwarfs it.
         ``loss_on``: 'query' (the query's answer only) or 'all' (every demo's answer too).
         ``image_tokens``: precomputed :meth:`encode_images` output per item (one (n_img, n_tok, d)
         tensor each); computed here when None.
@@ -155,6 +159,8 @@ class VLMBackbone(ABC):
             is_query = i == len(items) - 1
             segs.append(Segment("prompt", i, ids=self._ids(self.encode_text(ex.prompt))))
             segs.append(Segment("image", i, embeds=img.reshape(-1, img.shape[-1])))
+            if self.answer_marker_ids:
+                segs.append(Segment("marker", i, ids=self._ids(self.answer_marker_ids)))
             if not is_query or with_answer:
                 trained = is_query or loss_on == "all"
                 segs.append(Segment("answer", i, ids=self._ids(self.encode_text(ex.answer) + [self.eos_token_id]), train=trained))

@@ -33,7 +33,7 @@ class PretrainConfig:
     vision_steps: int = 800  # stage 1 steps
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    steps: int = 5000  # stage 2 steps
+    steps: int = 4000  # stage 2 steps
     batch: int = 16
     lr: float = 1.5e-3
     vision_lr_scale: float = 0.3  # stage-2 lr of the vision encoder, relative

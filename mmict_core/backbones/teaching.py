@@ -20,7 +20,7 @@ from transformers import InstructBlipConfig, InstructBlipForConditionalGeneratio
 from ..data import check_image_array, vocabulary
 from .base import VLMBackbone
 from .quant import keep_4bit_trainable, quantization_config
-from .tokenizer import BOS, EOS, IMAGE, PAD, SEP, build_word_tokenizer
+from .tokenizer import ANSWER, BOS, EOS, IMAGE, PAD, SEP, build_word_tokenizer
 
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "teaching-vlm"
 META_FILE = "teaching.json"
@@ -67,6 +67,8 @@ class InstructBlipBackbone(VLMBackbone):
         self.eos_token_id = tokenizer.token_to_id(EOS)
         self.image_token_id = tokenizer.token_to_id(IMAGE)
         self.sep_token_id = tokenizer.token_to_id(SEP)
+        marker = tokenizer.token_to_id(ANSWER)
+        self.answer_marker_ids = [marker] if marker is not None else []
         self.num_query_tokens = int(model.config.num_query_tokens)
 
     # text

@@ -5,12 +5,12 @@ from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-PAD, UNK, BOS, EOS, IMAGE, SEP = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "<image>", "<eoc>"
-SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, IMAGE, SEP)
+PAD, UNK, BOS, EOS, IMAGE, SEP, ANSWER = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "<image>", "<eoc>", "<answer>"
+SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, IMAGE, SEP, ANSWER)
 
 
 def build_word_tokenizer(words: Iterable[str]) -> Tokenizer:
-    """Word-level tokenizer over ``words`` plus the special tokens (ids 0-5, in SPECIAL_TOKENS order).
+    """Word-level tokenizer over ``words`` plus the special tokens (ids 0-6, in SPECIAL_TOKENS order).
 
     Text is lower-cased; words are split on white space, and punctuation is split off
     (a leading minus sign stays on a number: ``-3`` is one word).

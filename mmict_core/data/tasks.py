@@ -165,19 +165,27 @@ class DigitsRead(Task):
 
 @dataclass
 class Binding(Task):
-    """Fast concept binding: each episode binds fresh nonsense words to ``n_way`` shape categories."""
+    """Fast concept binding: each episode binds fresh nonsense words to ``n_way`` categories
+    (object colours by default, or shapes), shown only by the demonstrations."""
 
     name: str = "binding"
-    description: str = "Each episode names n shape categories with fresh nonsense words; answer with the bound word."
+    description: str = "Each episode names n object colours with fresh nonsense words; answer with the bound word."
     needs_demos: bool = True
     max_new_tokens: int = 3
     n_way: int = 2
+    category: str = "colour"  # what the words name: 'colour' or 'shape'
     fixed_binding: bool = False  # one binding for every episode (issue: --fixed-binding)
     chance_note: str = "uniform guess among the n_way words shown in the demonstrations"
 
     def __post_init__(self) -> None:
-        if not 2 <= self.n_way <= len(sw.SHAPES):
-            raise ValueError(f"n_way must be between 2 and {len(sw.SHAPES)}, got {self.n_way}")
+        if self.category not in ("colour", "shape"):
+            raise ValueError(f"category must be 'colour' or 'shape', got {self.category!r}")
+        if not 2 <= self.n_way <= len(self.categories):
+            raise ValueError(f"n_way must be between 2 and {len(self.categories)}, got {self.n_way}")
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(sw.COLOURS) if self.category == "colour" else sw.SHAPES
 
     @property
     def chance(self) -> float:
@@ -186,14 +194,14 @@ class Binding(Task):
     @cached_property
     def fixed_map(self) -> dict[str, str]:
         words = np.random.default_rng(7).permutation(len(NONSENSE_WORDS))
-        return {s: NONSENSE_WORDS[words[i]] for i, s in enumerate(sw.SHAPES)}
+        return {c: NONSENSE_WORDS[words[i]] for i, c in enumerate(self.categories)}
 
-    def item(self, rng: np.random.Generator, shape: str, word: str) -> Example:
-        scene = sw.sample_scene(rng, n_objects=1, shape=shape)
-        return self._ex(scene.render(), PROMPTS["binding"], word, label=shape, scene=scene.describe())
+    def item(self, rng: np.random.Generator, cat: str, word: str) -> Example:
+        scene = sw.sample_scene(rng, n_objects=1, **{self.category: cat})
+        return self._ex(scene.render(), PROMPTS["binding"], word, label=cat, scene=scene.describe())
 
     def generate(self, rng, split, pool_size):
-        cats = [sw.SHAPES[i] for i in rng.permutation(len(sw.SHAPES))[: self.n_way]]
+        cats = [self.categories[i] for i in rng.permutation(len(self.categories))[: self.n_way]]
         if self.fixed_binding:
             binding = {c: self.fixed_map[c] for c in cats}
         else:

@@ -241,6 +241,8 @@ class MMICT(HubTuned):
                 h_q = next(runs).query_slice()  # (Q, d_q)
                 segs.append(Segment("prompt", k, ids=bb._ids(bb.encode_text(q.prompt))))
                 segs.append(Segment("image", k, embeds=self.language_projection(h_q)))  # (Q, d_lm)
+                if bb.answer_marker_ids:
+                    segs.append(Segment("marker", k, ids=bb._ids(bb.answer_marker_ids)))
                 if with_answer:
                     segs.append(Segment("answer", k, ids=bb._ids(bb.encode_text(q.answer) + [bb.eos_token_id]), train=True))
                 seqs.append(segs)
