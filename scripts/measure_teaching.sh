@@ -6,15 +6,16 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-runs/eval}
 mkdir -p "$OUT"
-for quant in none 8bit 4bit; do
+for quant in ${QUANTS:-none 8bit 4bit}; do
   for task in shapes-vqa binding format operator; do
     $BIN/mmict eval --task $task --shots 0,1,2,4,8 --episodes 300 --seed 0 --quant $quant --batch-size 64 \
       --quiet --json "$OUT/$task-$quant.json"
   done
 done
-for task in shapes-caption digits; do
+for task in ${EXTRA_TASKS-shapes-caption digits}; do
   $BIN/mmict eval --task $task --shots 0,1,2,4,8 --episodes 300 --seed 0 --batch-size 64 --quiet --json "$OUT/$task-none.json"
 done
+[ -n "${NO_CARD:-}" ] && exit 0
 $BIN/python - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path

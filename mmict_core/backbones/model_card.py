@@ -20,6 +20,37 @@ def _table(reports: list[dict]) -> str:
     return "\n".join([head, sep, *rows])
 
 
+def _acceptance(reports: list[dict]) -> str:
+    """The foundation issue's targets against the measured table, PASS/FAIL (never edited by hand)."""
+    acc = {(r["task"], r["quant"]): {x["shots"]: x["accuracy"] for x in r["results"]} for r in reports}
+    chance = {r["task"]: r["chance"] for r in reports}
+    rows = []
+
+    def row(target: str, ok: bool | None, measured: str) -> None:
+        rows.append(f"| {target} | {measured} | {'–' if ok is None else ('PASS' if ok else 'FAIL')} |")
+
+    a = acc.get(("shapes-vqa", "none"), {})
+    if 0 in a:
+        row("shapes-vqa 0-shot >= 0.90", a[0] >= 0.9, f"{a[0]:.3f}")
+    b = acc.get(("binding", "none"), {})
+    if {0, 4, 8} <= set(b):
+        row("binding 0-shot at chance (no leak)", b[0] <= chance["binding"], f"{b[0]:.3f} (chance {chance['binding']:.2f})")
+        row("binding 4-shot >= 0.85", b[4] >= 0.85, f"{b[4]:.3f}")
+        row("binding 8-shot >= 4-shot", b[8] >= b[4], f"{b[8]:.3f} vs {b[4]:.3f}")
+    f = acc.get(("format", "none"), {})
+    if {0, 2} <= set(f):
+        row("format 2-shot >= 0.90, 0-shot far below", f[2] >= 0.9 and f[0] <= f[2] - 0.5, f"{f[2]:.3f} / {f[0]:.3f}")
+    o = acc.get(("operator", "none"), {})
+    if 4 in o:
+        row("operator 4-shot >= 3x chance", o[4] >= 3 * chance["operator"], f"{o[4]:.3f} = {o[4] / chance['operator']:.2f}x")
+    for q in ("8bit", "4bit"):
+        diffs = [abs(acc[(t, q)][k] - acc[(t, "none")][k]) for (t, qq) in acc if qq == q and (t, "none") in acc
+                 for k in acc[(t, q)] if k in acc[(t, "none")]]
+        if diffs:
+            row(f"{q}: every accuracy within 3 points of fp32", max(diffs) <= 0.03, f"max |diff| {max(diffs):.3f}")
+    return "\n".join(["| target | measured | status |", "|---|---|---|", *rows])
+
+
 def write_model_card(folder: str | Path, reports: list[dict], eval_command: str) -> Path:
     folder = Path(folder)
     log = json.loads((folder / "train_log.json").read_text())
@@ -52,13 +83,14 @@ the test/val episodes). Tasks and chance levels:
    grid (per-cell shape/colour/size, digit identities, object count); the heads are discarded.
 2. Episode stage: {cfg['steps']} steps, batch {cfg['batch']} episodes of 0–{cfg['max_shots']} demonstrations, task mix
    {json.dumps(cfg['mix'])}; AdamW lr {cfg['lr']} (vision encoder x{cfg['vision_lr_scale']}), warmup {cfg['warmup']},
-   cosine to {cfg['min_lr_ratio']}x; next-token loss on every answer (a demo's answer at position j is a j-shot target).
-   Each item reads *prompt, image tokens, answer, [EOS]*.
+   cosine to {cfg['min_lr_ratio']}x; next-token loss on every answer (a demo's answer at position j is a j-shot target)
+   except demo answers nothing before them determines (first binding demo of each colour, first
+   format / operator demo). Each item reads *prompt, image tokens, `<answer>`, answer, [EOS]*.
 
 Wall time: **{log['wall_seconds'] / 60:.1f} min** on {platform.machine()} with {log['torch_threads']} torch threads
 (2-core CPU; vision stage {log['vision_seconds']:.0f} s).
 
-Probe curve during training (48 val episodes each):
+Probe curve during training ({cfg['eval_episodes']} val episodes each):
 
 | step | minutes | loss (EMA) | binding 4-shot | format 2-shot | shapes-vqa 0-shot | operator 4-shot |
 |---|---|---|---|---|---|---|
@@ -68,6 +100,16 @@ Probe curve during training (48 val episodes each):
 `{eval_command}`
 
 {_table(reports)}
+
+### The foundation issue's targets (computed from the table above)
+
+{_acceptance(reports)}
+
+Status: this checkpoint does **not** reach the foundation issue's accuracy targets (FAIL rows
+above); the loss was still falling when the 4,000-step schedule ended. It does learn in context —
+binding rises from 0.03 (0-shot) to about 0.5 with demos, format from 0.0 to 0.6, operator from
+0.13 to 0.30 — but at binding 0.5 it has learned to copy *one of the shown words*, not yet to pick
+the one bound to the query's colour.
 
 Notes: `binding` 0-shot cannot name a word it has not been shown, so it sits at (or below) chance —
 no leak of the bindings, which are drawn fresh per episode. `operator` needs both digits read and
