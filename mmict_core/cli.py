@@ -69,7 +69,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from .backbones.pretrain import PretrainConfig, pretrain_teaching
 
     cfg = PretrainConfig(seed=args.seed, steps=args.steps, vision_steps=args.vision_steps, batch=args.batch,
-                         eval_every=args.eval_every)
+                         eval_every=args.eval_every, init_from=args.init_from,
+                         **({"lr": args.lr} if args.lr is not None else {}))
     summary = pretrain_teaching(args.out, cfg)
     print(f"saved to {args.out} in {summary['wall_seconds'] / 60:.1f} min")
 
@@ -212,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vision-steps", type=int, default=800)
     t.add_argument("--batch", type=_positive, default=16)
     t.add_argument("--eval-every", type=int, default=1000)
+    t.add_argument("--init-from", default=None, help="continue from this teaching-VLM folder (skips the vision stage)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate of the episode stage (default 1.5e-3)")
     t.set_defaults(func=cmd_pretrain)
 
     tr = sub.add_parser("train", help="train one method on one task and save the adapter")

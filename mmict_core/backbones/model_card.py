@@ -58,7 +58,20 @@ def write_model_card(folder: str | Path, reports: list[dict], eval_command: str)
     from safetensors.torch import load_file
 
     n_params = sum(t.numel() for t in load_file(str(folder / "model.safetensors")).values())
-    probes = [e for e in log["log"] if e.get("stage") == "episodes"]
+    base = folder / "train_log_base.json"
+    if cfg.get("init_from") and base.is_file():  # two-stage recipe: describe the base run, then the continuation
+        blog = json.loads(base.read_text())
+        bcfg = blog["config"]
+        cont = (f"3. Continuation: `mmict pretrain-teaching --out DIR2 --init-from DIR --seed {cfg['seed']} --steps {cfg['steps']} "
+                f"--lr {cfg['lr']}` — the same episode stage again from the first run's weights ({cfg['steps']} steps, "
+                f"warmup {cfg['warmup']}, cosine), {log['wall_seconds'] / 60:.1f} min. Log of the first run: `train_log_base.json`.")
+        log_all = [e for e in blog["log"] if e.get("stage") == "episodes"] + [
+            dict(e, step=f"+{e['step']}") for e in log["log"] if e.get("stage") == "episodes"]
+        total_min = (blog["wall_seconds"] + log["wall_seconds"]) / 60
+        log, cfg = blog, bcfg
+    else:
+        cont, log_all, total_min = "", [e for e in log["log"] if e.get("stage") == "episodes"], log["wall_seconds"] / 60
+    probes = log_all
     curve = "\n".join(f"| {e['step']} | {e['minutes']} | {e['loss']} | {e.get('binding@4', '–')} | {e.get('format@2', '–')} | "
                       f"{e.get('shapes-vqa@0', '–')} | {e.get('operator@4', '–')} |" for e in probes)
     task_lines = "\n".join(f"- `{n}`: chance {get_task(n).chance:.3f} ({get_task(n).chance_note})" for n in
@@ -86,8 +99,9 @@ the test/val episodes). Tasks and chance levels:
    cosine to {cfg['min_lr_ratio']}x; next-token loss on every answer (a demo's answer at position j is a j-shot target)
    except demo answers nothing before them determines (first binding demo of each colour, first
    format / operator demo). Each item reads *prompt, image tokens, `<answer>`, answer, [EOS]*.
+{cont}
 
-Wall time: **{log['wall_seconds'] / 60:.1f} min** on {platform.machine()} with {log['torch_threads']} torch threads
+Wall time: **{total_min:.1f} min** in all on {platform.machine()} with {log['torch_threads']} torch threads
 (2-core CPU; vision stage {log['vision_seconds']:.0f} s).
 
 Probe curve during training ({cfg['eval_episodes']} val episodes each):

@@ -45,6 +45,7 @@ class PretrainConfig:
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
     eval_every: int = 1000
     eval_episodes: int = 32
+    init_from: str | None = None  # continue from a saved teaching VLM (skips stage 1) instead of a fresh one
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.vision_steps < 0 or self.batch < 1:
@@ -209,10 +210,11 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
     out = Path(out)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
-    vlm = TeachingVLM.create(seed=cfg.seed)
+    vlm = TeachingVLM.create(seed=cfg.seed) if cfg.init_from is None else TeachingVLM.load(cfg.init_from)
     vlm.model.requires_grad_(True)
     log: list = []
-    pretrain_vision(vlm, cfg, log)
+    if cfg.init_from is None:
+        pretrain_vision(vlm, cfg, log)
     t_vision = time.time() - t0
     model = vlm.model
     vision_params = list(model.vision_model.parameters())
