@@ -8,7 +8,7 @@ from mmict_core.backbones import TeachingVLM
 from mmict_core.methods import AdapterLoadError
 
 
-def assert_round_trip(method, path, batch, **load_kwargs):
+def assert_round_trip(method, path, batch):
     """save -> load gives the same config, bit-identical tensors and logits; another backbone is refused."""
     cls, vlm = type(method), method.backbone
     method.save(path)
