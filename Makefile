@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# The main job.  Until the app lands, it runs the ICL evaluation on the teaching VLM.
+# The main job: the Gradio app on the teaching VLM (http://127.0.0.1:7860).
 demo: $(STAMP)
-	$(BIN)/mmict demo
+	$(BIN)/mmict app
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

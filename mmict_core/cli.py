@@ -65,12 +65,36 @@ def run_eval(args: argparse.Namespace) -> list[dict]:
     return reports
 
 
+def _int_range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(",")
+    try:
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise SystemExit(f"expected LO,HI integers (e.g. 2,4), got {text!r}") from None
+
+
+def _parse_mix(text: str) -> dict:
+    mix = {}
+    for part in text.split(","):
+        name, sep, w = part.partition("=")
+        try:
+            mix[name.strip()] = float(w)
+        except ValueError:
+            raise SystemExit(f"--mix expects TASK=WEIGHT,... (e.g. binding=0.5,format=0.5), got {part!r}") from None
+    total = sum(mix.values())
+    if total <= 0:
+        raise SystemExit("--mix weights must be positive")
+    return {k: v / total for k, v in mix.items()}
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .backbones.pretrain import PretrainConfig, pretrain_teaching
 
     cfg = PretrainConfig(seed=args.seed, steps=args.steps, vision_steps=args.vision_steps, batch=args.batch,
                          eval_every=args.eval_every, init_from=args.init_from,
-                         **({"lr": args.lr} if args.lr is not None else {}))
+                         binding_ways=_int_range(args.binding_ways),
+                         **({"lr": args.lr} if args.lr is not None else {}),
+                         **({"mix": _parse_mix(args.mix)} if args.mix else {}))
     summary = pretrain_teaching(args.out, cfg)
     print(f"saved to {args.out} in {summary['wall_seconds'] / 60:.1f} min")
 
@@ -86,8 +110,17 @@ def cmd_tasks(args: argparse.Namespace) -> None:
     print(format_table(rows, ["task", "needs demos", "chance", "description"]))
 
 
+def cmd_app(args: argparse.Namespace) -> None:
+    try:
+        from app.main import launch
+    except ImportError as e:
+        raise SystemExit(f"the app is not importable ({e}); install the project from its repository: pip install -e .") from e
+    print(f"MMICT Studio: loading {args.backbone or 'the teaching VLM'} ({args.quant}) ...", flush=True)
+    launch(args.backbone, args.quant, host=args.host, port=args.port, share=args.share, workdir=args.workdir)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Until the app lands: the ICL evaluation of the teaching VLM on every task, small."""
+    """A quick ICL evaluation of the teaching VLM on every task, small."""
     ns = argparse.Namespace(task="shapes-vqa,binding,format,operator", shots=[0, 1, 2, 4, 8], episodes=args.episodes,
                             seed=0, quant="none", selection="random", json=None, backbone=None, batch_size=64,
                             quiet=False)
@@ -215,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=1000)
     t.add_argument("--init-from", default=None, help="continue from this teaching-VLM folder (skips the vision stage)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate of the episode stage (default 1.5e-3)")
+    t.add_argument("--mix", default=None, help="task mix TASK=WEIGHT,... (normalised; default: the shipped mix)")
+    t.add_argument("--binding-ways", default="2,2", help="LO,HI: n_way of training binding episodes (default 2,2)")
     t.set_defaults(func=cmd_pretrain)
 
     tr = sub.add_parser("train", help="train one method on one task and save the adapter")
@@ -241,7 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("tasks", help="list the tasks and their chance levels")
     k.set_defaults(func=cmd_tasks)
 
-    d = sub.add_parser("demo", help="the main job (README): evaluate the teaching VLM on every task")
+    ap = sub.add_parser("app", help="the Gradio app (what `make demo` runs)")
+    ap.add_argument("--backbone", default=None, help="teaching (default) or a teaching-VLM folder")
+    ap.add_argument("--quant", default="none", choices=["none", "8bit", "4bit"])
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    ap.add_argument("--workdir", default=None, help="where sessions keep their VLibrary (default: a temp folder)")
+    ap.set_defaults(func=cmd_app)
+
+    d = sub.add_parser("demo", help="a quick ICL evaluation table of the teaching VLM on every task")
     d.add_argument("--episodes", type=_positive, default=100)
     d.set_defaults(func=cmd_demo)
 

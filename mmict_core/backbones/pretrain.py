@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data import digits as dg
 from ..data import make_episode, shapes as sw
-from ..data.tasks import episode_rng
+from ..data.tasks import Binding, episode_rng
 from .teaching import TeachingVLM
 
 DEFAULT_MIX = {"shapes-vqa": 0.18, "shapes-caption": 0.07, "digits": 0.12, "binding": 0.32, "operator": 0.15, "format": 0.16}
@@ -46,12 +46,21 @@ class PretrainConfig:
     eval_every: int = 1000
     eval_episodes: int = 32
     init_from: str | None = None  # continue from a saved teaching VLM (skips stage 1) instead of a fresh one
+    binding_ways: tuple = (2, 2)  # n_way of training binding episodes, drawn uniformly in [lo, hi]
+
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.vision_steps < 0 or self.batch < 1:
             raise ValueError("steps and vision_steps must be >= 0 and batch >= 1")
         if abs(sum(self.mix.values()) - 1.0) > 1e-6:
             raise ValueError(f"task mix weights must sum to 1, got {sum(self.mix.values())}")
+        unknown = set(self.mix) - set(DEFAULT_MIX)
+        if unknown:
+            raise ValueError(f"unknown tasks in the mix: {sorted(unknown)}; known: {sorted(DEFAULT_MIX)}")
+        self.binding_ways = tuple(int(x) for x in self.binding_ways)
+        lo, hi = self.binding_ways
+        if not 2 <= lo <= hi <= 6:
+            raise ValueError(f"binding_ways must satisfy 2 <= lo <= hi <= 6 (six colours), got {self.binding_ways}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,6 +164,9 @@ def training_episodes(cfg: PretrainConfig, step: int):
     for b in range(cfg.batch):
         task = names[rng.choice(len(names), p=w / w.sum())]
         k = int(rng.integers(0, cfg.max_shots + 1))
+        if task == "binding":
+            # more words per episode make "copy a shown word" fail more often than "match the colour"
+            task = Binding(n_way=int(rng.integers(cfg.binding_ways[0], cfg.binding_ways[1] + 1)))
         eps.append(make_episode(task, k, seed=cfg.seed, index=step * cfg.batch + b, split="train", pool_size=max(k, 1)))
     return eps
 
@@ -162,15 +174,15 @@ def training_episodes(cfg: PretrainConfig, step: int):
 def unpredictable_items(episode) -> set[int]:
     """Demo answers that nothing before them determines: the first demo of a format or operator
     episode (style / operator not shown yet) and each binding demo whose category has not appeared
-    yet.  They get no loss: training on them teaches a prior guess (a random nonsense word, a
+    yet, and the binding query when no demo showed its category.  They get no loss: training on them teaches a prior guess (a random nonsense word, a
     format style at 0 shots) instead of reading the demonstrations."""
     if episode.task in ("format", "operator"):
         return {0} if episode.demos else set()
     if episode.task == "binding":
         seen, skip = set(), set()
-        for i, d in enumerate(episode.demos):
+        for i, d in enumerate(list(episode.demos) + [episode.query]):
             if d.label not in seen:
-                skip.add(i)
+                skip.add(i)  # the query (item k) too, when its colour was never shown
             seen.add(d.label)
         return skip
     return set()

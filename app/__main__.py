@@ -1,0 +1,3 @@
+from mmict_core.cli import main
+
+main(["app"])

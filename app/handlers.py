@@ -1,0 +1,371 @@
+"""Event handlers of the Gradio app: thin wrappers over :mod:`mmict_core.workbench`.
+
+Each handler takes the request (for the user's session) and plain values, and returns plain
+values and figures, so tests call them directly.  Expected failures become ``gr.Error`` with the
+library's message; the server keeps serving.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from mmict_core import viz
+from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS, Session, TrainRequest, WorkbenchError,
+                                  rank_field, trainable_methods)
+
+log = logging.getLogger("mmict.app")
+THUMB = 96  # px of gallery thumbnails (nearest-neighbour upscale of the 32 px images)
+
+
+def friendly(fn):
+    """Turn expected errors into a message in the UI (``gr.Error``); log unexpected ones."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (WorkbenchError, ValueError, TypeError, KeyError, OSError) as e:
+            raise gr.Error(str(e).strip("'\"") or type(e).__name__) from e
+        except Exception as e:  # noqa: BLE001 — the app must keep serving
+            log.exception("handler %s failed", fn.__name__)
+            raise gr.Error(f"internal error in {fn.__name__}: {type(e).__name__}: {e}") from e
+
+    return wrapper
+
+
+def friendly_gen(fn):
+    """:func:`friendly` for generator handlers (streamed outputs)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (WorkbenchError, ValueError, TypeError, KeyError, OSError) as e:
+            raise gr.Error(str(e).strip("'\"") or type(e).__name__) from e
+        except Exception as e:  # noqa: BLE001
+            log.exception("handler %s failed", fn.__name__)
+            raise gr.Error(f"internal error in {fn.__name__}: {type(e).__name__}: {e}") from e
+
+    return wrapper
+
+
+def upscale(img: np.ndarray, size: int = THUMB) -> np.ndarray:
+    f = max(1, size // max(img.shape[:2]))
+    return np.repeat(np.repeat(img, f, axis=0), f, axis=1)  # (H*f, W*f, 3)
+
+
+def _path(f) -> str | None:
+    """The local path of an uploaded file (gr.File gives a path string or an object with .name)."""
+    if f is None:
+        return None
+    return f if isinstance(f, str) else getattr(f, "name", None) or getattr(f, "path", None)
+
+
+class Studio:
+    """The app's server side: shared backbones, one :class:`Session` per browser tab."""
+
+    def __init__(self, spec: str | None = None, quant: str = "none", workdir: str | Path | None = None,
+                 pool_size: int = 24):
+        self.cache = BackboneCache()
+        self.spec, self.quant, self.pool_size = spec or "teaching", quant, pool_size
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mmict-app-"))
+        self.sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self.cache.get(self.spec, self.quant)  # load the default backbone once, at start
+
+    # -- sessions -----------------------------------------------------------------------------
+    def session(self, request) -> Session:
+        key = getattr(request, "session_hash", None) or "default"
+        with self._lock:
+            if key not in self.sessions:
+                bb, info = self.cache.get(self.spec, self.quant)
+                root = self.workdir / "sessions" / "".join(c for c in key if c.isalnum())[:64] / "vlibrary"
+                self.sessions[key] = Session(bb, info, library_root=root, pool_size=self.pool_size)
+            return self.sessions[key]
+
+    def drop_session(self, request: gr.Request = None) -> None:
+        key = getattr(request, "session_hash", None)
+        with self._lock:
+            self.sessions.pop(key, None)
+        if key:
+            shutil.rmtree(self.workdir / "sessions" / "".join(c for c in key if c.isalnum())[:64], ignore_errors=True)
+
+    # -- backbone -----------------------------------------------------------------------------
+    @friendly
+    def load_backbone(self, spec: str, quant: str, request: gr.Request = None):
+        s = self.session(request)
+        bb, info = self.cache.get((spec or "").strip() or "teaching", quant)
+        if bb is not s.backbone:
+            s.backbone, s.info = bb, info
+            s.adapters.clear()  # adapters belong to the backbone they were trained on
+        return info.describe()
+
+    def backbone_text(self, request: gr.Request = None) -> str:
+        s = self.session(request)
+        return s.info.describe() if s.info else "(no backbone)"
+
+    # -- demonstrations -----------------------------------------------------------------------
+    def gallery_value(self, s: Session) -> list:
+        out = []
+        for i, ex in enumerate(s.items):
+            mark = f"✓ demo {s.selected.index(i) + 1} · " if i in s.selected else ""
+            src = "upload · " if i >= len(s.pool) else ""
+            out.append((upscale(ex.images[0]), f"{mark}{src}#{i} {ex.prompt} → {ex.answer}"))
+        return out
+
+    def demo_summary(self, s: Session) -> str:
+        rows = [f"{j + 1}. #{i} {s.items[i].prompt} → **{s.items[i].answer}**" for j, i in enumerate(s.selected)]
+        try:
+            cost = f"{s.demo_tokens()} LM tokens"
+        except ValueError as e:
+            cost = f"does not fit: {e}"
+        ctx = s.backbone.context_length
+        head = f"**{len(s.selected)} demonstrations**, costing {cost}" + (f" (context {ctx})" if ctx else "")
+        return head + ("\n\n" + "\n".join(rows) if rows else "\n\nClick gallery images to add them.")
+
+    def query_value(self, s: Session):
+        q = s.query
+        return upscale(q.images[0], 128), q.prompt, q.answer
+
+    def _demo_outputs(self, s: Session):
+        return self.gallery_value(s), self.demo_summary(s), *self.query_value(s)
+
+    @friendly
+    def refresh(self, request: gr.Request = None):
+        return self._demo_outputs(self.session(request))
+
+    @friendly
+    def new_pool(self, task: str, size: float, seed: float, request: gr.Request = None):
+        s = self.session(request)
+        s.load_pool(task, int(size), seed=int(seed), index=int(seed))
+        return self._demo_outputs(s)
+
+    @friendly
+    def pick(self, evt: gr.SelectData, request: gr.Request = None):
+        s = self.session(request)
+        s.toggle(int(evt.index))
+        return self._demo_outputs(s)
+
+    @friendly
+    def toggle(self, index: float, request: gr.Request = None):
+        s = self.session(request)
+        s.toggle(int(index))
+        return self._demo_outputs(s)
+
+    @friendly
+    def move(self, position: float, delta: int, request: gr.Request = None):
+        s = self.session(request)
+        s.move(int(position) - 1, delta)
+        return self._demo_outputs(s)
+
+    def move_up(self, position: float, request: gr.Request = None):
+        return self.move(position, -1, request)
+
+    def move_down(self, position: float, request: gr.Request = None):
+        return self.move(position, +1, request)
+
+    @friendly
+    def clear(self, request: gr.Request = None):
+        s = self.session(request)
+        s.clear()
+        return self._demo_outputs(s)
+
+    @friendly
+    def auto_fill(self, strategy: str, k: float, seed: float, request: gr.Request = None):
+        s = self.session(request)
+        s.auto_fill(strategy, int(k), seed=int(seed))
+        return self._demo_outputs(s)
+
+    @friendly
+    def upload_demo(self, file, prompt: str, answer: str, request: gr.Request = None):
+        s = self.session(request)
+        if _path(file) is None:
+            raise WorkbenchError("no file: choose an image file to upload")
+        s.add_upload(_path(file), prompt, answer)
+        return self._demo_outputs(s)
+
+    @friendly
+    def set_query(self, file, prompt: str, answer: str, request: gr.Request = None):
+        s = self.session(request)
+        s.set_query(image=_path(file), prompt=prompt, answer=answer)
+        return self._demo_outputs(s)
+
+    @friendly
+    def query_from_gallery(self, index: float, request: gr.Request = None):
+        s = self.session(request)
+        s.use_as_query(int(index))
+        return self._demo_outputs(s)
+
+    # -- compare ------------------------------------------------------------------------------
+    def method_choices(self, request: gr.Request = None):
+        s = self.session(request)
+        names = ["ICL", *s.adapters]
+        return gr.Dropdown(choices=names, value=names)
+
+    @friendly
+    def compare(self, labels: list[str], request: gr.Request = None):
+        s = self.session(request)
+        if not labels:
+            raise WorkbenchError("choose at least one method to compare")
+        rows = s.compare(labels)
+        table = [[r.method, r.shots, r.output if not r.error else f"(not run: {r.error})",
+                  {True: "✓", False: "✗", None: "?"}[r.correct], round(r.latency_ms, 1), r.lm_tokens] for r in rows]
+        return table, viz.case_study_html(*self._case_args(s))
+
+    def _case_args(self, s: Session):
+        rows = [r.as_dict() for r in s.last_rows if not r.error]
+        demos = [(d.images[0], d.prompt, d.answer) for d in s.demos]
+        return s.query.images[0], s.query.prompt, s.query.answer or None, rows, demos
+
+    @friendly
+    def export_case(self, request: gr.Request = None):
+        s = self.session(request)
+        if not s.last_rows:
+            raise WorkbenchError("run Compare first: there is no case study to export")
+        out = Path(tempfile.mkdtemp(prefix="case-", dir=self.workdir)) / "case-study"
+        png, html = viz.save_case_study(out, *self._case_args(s))
+        return [str(png), str(html)]
+
+    # -- train --------------------------------------------------------------------------------
+    @friendly_gen
+    def train(self, method: str, task: str, samples: float, steps: float, lr: float, rank: float, seed: float,
+              request: gr.Request = None, progress=gr.Progress()):
+        s = self.session(request)
+        req = TrainRequest(method=method, task=task, samples=int(samples or 0), steps=int(steps or 0),
+                           lr=float(lr) if lr else None, rank=int(rank) if rank and rank_field(method) else None,
+                           seed=int(seed or 0))
+        req.validate()
+        events: queue.Queue = queue.Queue()
+        box: dict = {}
+
+        def run():
+            try:
+                box["out"] = s.train(req, callback=lambda st, tot, loss: events.put((st, tot, loss)))
+            except Exception as e:  # noqa: BLE001 — reported to the user below
+                box["error"] = e
+            finally:
+                events.put(None)
+
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        losses: list[float] = []
+        last_yield = 0.0
+        progress(0, desc=f"training {method}")
+        while True:
+            ev = events.get()
+            if ev is None:
+                break
+            st, tot, loss = ev
+            losses.append(loss)
+            progress(st / tot, desc=f"training {method}: step {st}/{tot}, loss {loss:.3f}")
+            if time.time() - last_yield > 0.5 or st == tot:
+                last_yield = time.time()
+                yield f"step {st}/{tot} · loss {loss:.4f}", viz.loss_curve(losses, title=f"{method} on {task}")
+        th.join()
+        if "error" in box:
+            raise box["error"]
+        out = box["out"]
+        name = list(s.adapters)[-1]
+        state = "cancelled after" if out.cancelled else "finished:"
+        yield (f"{state} {out.result.steps} steps in {out.result.seconds:.1f} s; final loss "
+               f"{losses[-1]:.4f}. Saved to this session's VLibrary as **{name}** — it is now in Compare."
+               if losses else f"{state} 0 steps"), viz.loss_curve(losses, title=f"{method} on {task}")
+
+    def cancel(self, request: gr.Request = None) -> str:
+        self.session(request).cancel.set()
+        return "cancelling… (the adapter keeps the steps done so far)"
+
+    # -- attention ----------------------------------------------------------------------------
+    def attention_choices(self, request: gr.Request = None):
+        s = self.session(request)
+        names = [n for n, m in s.adapters.items() if hasattr(m, "virtual_kv")]
+        return gr.Dropdown(choices=names, value=names[-1] if names else None)
+
+    @friendly
+    def attention(self, label: str, layer: float, request: gr.Request = None):
+        s = self.session(request)
+        if not label:
+            raise WorkbenchError("no HiFICL adapter chosen: train one in the Train tab (or load one from VLibrary)")
+        a = s.attention(label)
+        L = a.virtual_mass.shape[0]
+        lay = None if layer is None or int(layer) < 0 else min(int(layer), L - 1)
+        q_pos = [i for i, it in enumerate(a.items) if it == int(a.items.max())]
+        return (viz.virtual_mass_grid(a.virtual_mass, q_pos),
+                viz.virtual_mass_per_token(a.virtual_mass, a.roles, a.items, a.labels, layer=lay),
+                viz.slot_weights_figure(a.slot_weights, q_pos))
+
+    # -- VLibrary -----------------------------------------------------------------------------
+    def library_rows(self, s: Session, query: str = "") -> list[list]:
+        entries = {e["name"]: e for e in s.library.list()}
+        names = [n for n, _ in s.library.search_text(query, top_k=100)] if query.strip() else list(entries)
+        rows = []
+        for n in names:
+            e = entries.get(n)
+            if e:
+                loss = (e.get("metrics") or {}).get("final_loss")
+                rows.append([n, e["method"], e["task"], e.get("num_parameters"), "" if loss is None else round(loss, 4),
+                             "loaded" if n in s.adapters else ""])
+        return rows
+
+    def _library_outputs(self, s: Session, query: str = ""):
+        names = [e["name"] for e in s.library.list()]
+        return self.library_rows(s, query), gr.Dropdown(choices=names), gr.Dropdown(choices=names)
+
+    @friendly
+    def library_list(self, query: str = "", request: gr.Request = None):
+        return self._library_outputs(self.session(request), query or "")
+
+    @friendly
+    def library_show(self, name: str, request: gr.Request = None) -> dict:
+        s = self.session(request)
+        if not name:
+            raise WorkbenchError("choose an entry")
+        return s.library.show(name)
+
+    @friendly
+    def library_load(self, name: str, request: gr.Request = None):
+        s = self.session(request)
+        if not name:
+            raise WorkbenchError("choose an entry to load")
+        s.load_from_library(name)
+        return f"loaded {name}: it is now in Compare", *self._library_outputs(s)
+
+    @friendly
+    def library_compose(self, names: list[str], weights: str, request: gr.Request = None):
+        s = self.session(request)
+        w = None
+        if weights and weights.strip():
+            try:
+                w = [float(x) for x in weights.replace(";", ",").split(",") if x.strip()]
+            except ValueError:
+                raise WorkbenchError(f"weights must be numbers separated by commas, got {weights!r}") from None
+        label = s.compose(names or [], w)
+        return f"composed {label}: it is now in Compare", *self._library_outputs(s)
+
+    @friendly
+    def library_delete(self, name: str, request: gr.Request = None):
+        s = self.session(request)
+        if not name:
+            raise WorkbenchError("choose an entry to delete")
+        s.delete(name)
+        return f"deleted {name}", *self._library_outputs(s)
+
+
+def method_help() -> str:
+    return ", ".join(trainable_methods())
+
+
+__all__ = ["Studio", "friendly", "upscale", "AUTO_STRATEGIES", "GALLERY_TASKS", "method_help"]

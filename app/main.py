@@ -1,0 +1,165 @@
+"""MMICT Studio — the Gradio app (layout only; the handlers are in :mod:`app.handlers`).
+
+Run it with ``mmict app`` (what ``make demo`` runs).  Binds 127.0.0.1 unless told otherwise;
+every model job (compare, train, attention, backbone loads) goes through one queue slot, so two
+users never drive the model at once; each browser tab has its own session.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from mmict_core.backbones import QUANT_MODES
+from mmict_core.workbench import AUTO_STRATEGIES, GALLERY_TASKS, trainable_methods
+
+from .handlers import Studio
+
+MODEL = dict(concurrency_id="model", concurrency_limit=1)  # one queue slot for all model work
+MAX_UPLOAD = "5mb"
+INTRO = """# MMICT Studio
+Multimodal in-context learning and in-context tuning on a small **teaching VLM** (or your own
+checkpoint).  Pick demonstrations, train an adapter, compare methods on the same query, and look
+at the attention HiFICL's virtual key/value pairs receive.  Everything is computed live."""
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    with gr.Blocks(title="MMICT Studio") as demo:
+        gr.Markdown(INTRO)
+        with gr.Tab("Backbone", id="backbone"):
+            with gr.Row():
+                spec = gr.Textbox(value=studio.spec, label="Backbone (teaching, or a teaching-VLM folder)", scale=3)
+                quant = gr.Radio(list(QUANT_MODES), value=studio.quant, label="Quantisation", scale=2)
+                load = gr.Button("Load backbone", scale=1)
+            info = gr.Markdown()
+
+        with gr.Tab("Demonstrations", id="demos"):
+            with gr.Row():
+                task = gr.Dropdown(list(GALLERY_TASKS), value="binding", label="Task pool")
+                pool_size = gr.Slider(4, 64, value=studio.pool_size, step=1, label="Pool size")
+                pool_seed = gr.Number(value=0, precision=0, label="Pool seed")
+                new_pool = gr.Button("New pool")
+            gallery = gr.Gallery(label="Pool (click to add / remove a demonstration)", columns=8, height=330,
+                                 allow_preview=False, object_fit="contain")
+            with gr.Row():
+                with gr.Column(scale=2):
+                    demo_md = gr.Markdown()
+                    with gr.Row():
+                        pos = gr.Number(value=1, precision=0, label="Demo position")
+                        up = gr.Button("Move up")
+                        down = gr.Button("Move down")
+                        clear = gr.Button("Clear")
+                    with gr.Row():
+                        strategy = gr.Dropdown(list(AUTO_STRATEGIES), value="random", label="Selection strategy")
+                        k = gr.Slider(0, 16, value=4, step=1, label="k")
+                        sel_seed = gr.Number(value=0, precision=0, label="Seed")
+                        fill = gr.Button("Fill k automatically")
+                    with gr.Accordion("Upload a demonstration", open=False):
+                        up_file = gr.File(label="Image file (PNG/JPEG, 5 MB max)", file_types=["image"])
+                        up_prompt = gr.Textbox(label="Prompt", value="what is this ?")
+                        up_answer = gr.Textbox(label="Answer")
+                        up_btn = gr.Button("Add to the pool")
+                with gr.Column(scale=1):
+                    q_img = gr.Image(label="Query image", interactive=False, height=160)
+                    q_prompt = gr.Textbox(label="Question")
+                    q_answer = gr.Textbox(label="Reference answer (optional: marks outputs correct/incorrect)")
+                    q_file = gr.File(label="Replace the query image (optional)", file_types=["image"])
+                    with gr.Row():
+                        q_set = gr.Button("Set query")
+                        q_idx = gr.Number(value=0, precision=0, label="Pool #")
+                        q_from = gr.Button("Use pool # as query")
+
+        with gr.Tab("Compare", id="compare"):
+            methods = gr.Dropdown(["ICL"], value=["ICL"], multiselect=True, allow_custom_value=True,
+                              label="Methods (ICL uses the demonstrations; adapters appear here once trained or loaded)")
+            with gr.Row():
+                run = gr.Button("Run compare", variant="primary")
+                export = gr.Button("Export case study (PNG + HTML)")
+            table = gr.Dataframe(headers=["method", "demos", "output", "correct", "latency ms", "LM tokens"],
+                                 label="Outputs on the same query", interactive=False)
+            case = gr.HTML()
+            files = gr.File(label="Case study files", file_count="multiple")
+
+        with gr.Tab("Train", id="train"):
+            with gr.Row():
+                t_method = gr.Dropdown(trainable_methods(), value="hificl", label="Method")
+                t_task = gr.Dropdown(list(GALLERY_TASKS), value="binding", label="Task")
+                t_samples = gr.Number(value=200, precision=0, label="Samples")
+                t_steps = gr.Number(value=80, precision=0, label="Steps")
+            with gr.Row():
+                t_lr = gr.Number(value=5e-3, label="Learning rate")
+                t_rank = gr.Number(value=8, precision=0, label="Rank (HiFICL, LoRA)")
+                t_seed = gr.Number(value=0, precision=0, label="Seed")
+            with gr.Row():
+                t_go = gr.Button("Train", variant="primary")
+                t_cancel = gr.Button("Cancel")
+            t_status = gr.Markdown()
+            t_plot = gr.Plot(label="Loss")
+
+        with gr.Tab("Attention", id="attention"):
+            with gr.Row():
+                a_adapter = gr.Dropdown(label="HiFICL adapter", choices=[], allow_custom_value=True)
+                a_layer = gr.Slider(-1, 15, value=-1, step=1, label="Layer for the per-token view (-1: every layer)")
+                a_go = gr.Button("Show attention", variant="primary")
+            a_grid = gr.Plot(label="Virtual-KV mass, layer x head (query tokens)")
+            a_tok = gr.Plot(label="Virtual-KV mass per token")
+            a_slots = gr.Plot(label="Weight of each virtual slot")
+
+        with gr.Tab("VLibrary", id="vlibrary"):
+            with gr.Row():
+                l_query = gr.Textbox(label="Search")
+                l_search = gr.Button("Search / refresh")
+            l_table = gr.Dataframe(headers=["name", "method", "task", "parameters", "final loss", "in session"],
+                                   interactive=False)
+            with gr.Row():
+                l_name = gr.Dropdown(label="Entry", choices=[], allow_custom_value=True)
+                l_show = gr.Button("Inspect")
+                l_load = gr.Button("Load into Compare")
+                l_delete = gr.Button("Delete", variant="stop")
+            with gr.Row():
+                l_many = gr.Dropdown(label="Compose these entries", choices=[], multiselect=True, allow_custom_value=True)
+                l_weights = gr.Textbox(label="Weights (comma separated; empty = equal)")
+                l_compose = gr.Button("Compose")
+            l_msg = gr.Markdown()
+            l_json = gr.JSON()
+
+        demo_out = [gallery, demo_md, q_img, q_prompt, q_answer]
+        lib_out = [l_table, l_name, l_many]
+        demo.load(studio.refresh, None, demo_out, **MODEL).then(studio.backbone_text, None, info).then(
+            studio.method_choices, None, methods).then(studio.library_list, l_query, lib_out)
+        demo.unload(studio.drop_session)
+        load.click(studio.load_backbone, [spec, quant], info, **MODEL).then(studio.method_choices, None, methods)
+        new_pool.click(studio.new_pool, [task, pool_size, pool_seed], demo_out, **MODEL)
+        gallery.select(studio.pick, None, demo_out, **MODEL)
+        up.click(studio.move_up, pos, demo_out, **MODEL)
+        down.click(studio.move_down, pos, demo_out, **MODEL)
+        clear.click(studio.clear, None, demo_out, **MODEL)
+        fill.click(studio.auto_fill, [strategy, k, sel_seed], demo_out, **MODEL)
+        up_btn.click(studio.upload_demo, [up_file, up_prompt, up_answer], demo_out, **MODEL)
+        q_set.click(studio.set_query, [q_file, q_prompt, q_answer], demo_out, **MODEL)
+        q_from.click(studio.query_from_gallery, q_idx, demo_out, **MODEL)
+        run.click(studio.compare, methods, [table, case], **MODEL)
+        export.click(studio.export_case, None, files, **MODEL)
+        t_go.click(studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed], [t_status, t_plot],
+                   **MODEL).then(studio.method_choices, None, methods).then(
+            studio.attention_choices, None, a_adapter).then(studio.library_list, l_query, lib_out)
+        t_cancel.click(studio.cancel, None, t_status, queue=False)
+        a_go.click(studio.attention, [a_adapter, a_layer], [a_grid, a_tok, a_slots], **MODEL)
+        l_search.click(studio.library_list, l_query, lib_out)
+        l_show.click(studio.library_show, l_name, l_json)
+        l_load.click(studio.library_load, l_name, [l_msg, *lib_out], **MODEL).then(
+            studio.method_choices, None, methods).then(studio.attention_choices, None, a_adapter)
+        l_compose.click(studio.library_compose, [l_many, l_weights], [l_msg, *lib_out], **MODEL).then(
+            studio.method_choices, None, methods).then(studio.attention_choices, None, a_adapter)
+        l_delete.click(studio.library_delete, l_name, [l_msg, *lib_out], **MODEL).then(
+            studio.method_choices, None, methods).then(studio.attention_choices, None, a_adapter)
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    return demo
+
+
+def launch(spec: str | None = None, quant: str = "none", host: str = "127.0.0.1", port: int = 7860,
+           share: bool = False, workdir: str | None = None, block: bool = True):
+    """Build the app on ``spec`` and serve it; returns (demo, url) when ``block`` is False."""
+    studio = Studio(spec, quant, workdir=workdir)
+    demo = build_app(studio)
+    _, url, _ = demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD,
+                            prevent_thread_lock=not block, show_error=True)
+    return demo, url, studio

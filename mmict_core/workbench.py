@@ -1,0 +1,469 @@
+"""The interactive workbench: what the Gradio app and the notebook widgets both call.
+
+One place for the steps a person takes by hand — load a backbone and see its cost, browse a task
+pool, pick demonstrations (by hand or by a selection strategy), ask a query, run several methods
+on the *same* episode (the MMICT paper's case study), train an adapter with live progress and
+keep it in a VLibrary — so neither front end holds logic of its own.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .data import Episode, Example, get_task
+from .data.example import ImageError, load_image
+from .data.selection import STRATEGIES, select_demos
+from .data.tasks import episode_rng
+from .evaluate.exact_match import exact_match
+from .methods import Method, get_method, method_names
+from .train import TrainConfig, TrainResult, train
+
+GALLERY_TASKS = ("shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format")
+AUTO_STRATEGIES = tuple(s for s in STRATEGIES if s != "fixed")
+RANK_FIELDS = ("rank", "r")  # the config field that sets an adapter's rank, by method
+MAX_PROMPT_CHARS = 500
+
+
+class WorkbenchError(ValueError):
+    """A request the workbench cannot carry out; the message says what to change."""
+
+
+# ---------------------------------------------------------------------------------------------
+# backbones
+
+
+@dataclass
+class BackboneInfo:
+    spec: str
+    quant: str
+    parameters: int
+    footprint_bytes: int
+    load_seconds: float
+    context_length: int | None
+    image_tokens: int
+
+    def describe(self) -> str:
+        ctx = self.context_length if self.context_length is not None else "unbounded"
+        return (f"{self.spec} ({self.quant}): {self.parameters:,} parameters, "
+                f"{self.footprint_bytes / 2**20:.2f} MiB in memory, loaded in {self.load_seconds:.2f} s; "
+                f"context {ctx} tokens, {self.image_tokens} tokens per image")
+
+
+def load_backbone_timed(spec: str | None = None, quant: str = "none"):
+    """(backbone, :class:`BackboneInfo`) — the load is timed, the footprint measured by transformers."""
+    from .backbones import QUANT_MODES, load_backbone
+
+    if quant not in QUANT_MODES:
+        raise WorkbenchError(f"quantisation must be one of {', '.join(QUANT_MODES)}, got {quant!r}")
+    t0 = time.perf_counter()
+    try:
+        bb = load_backbone(spec or None, quant=quant)
+    except (OSError, ValueError) as e:
+        raise WorkbenchError(f"could not load backbone {spec!r}: {e}") from e
+    seconds = time.perf_counter() - t0
+    info = BackboneInfo(spec=spec or "teaching", quant=quant, parameters=sum(p.numel() for p in bb.model.parameters()),
+                        footprint_bytes=int(bb.model.get_memory_footprint()), load_seconds=seconds,
+                        context_length=bb.context_length, image_tokens=image_token_count(bb))
+    return bb, info
+
+
+def image_token_count(backbone) -> int:
+    """LM tokens one image costs on ``backbone``."""
+    img = np.zeros((backbone.image_size, backbone.image_size, 3), np.uint8)
+    with torch.no_grad():
+        return int(backbone.encode_images([img], ["."]).shape[1])
+
+
+class BackboneCache:
+    """Backbones shared by every user, keyed by (spec, quant); the oldest is dropped past ``size``."""
+
+    def __init__(self, size: int = 3):
+        self.size = size
+        self._items: dict[tuple[str, str], tuple[object, BackboneInfo]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: str | None = None, quant: str = "none"):
+        key = (spec or "teaching", quant)
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = load_backbone_timed(spec, quant)
+                while len(self._items) > self.size:
+                    self._items.pop(next(iter(self._items)))
+            return self._items[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# examples, pools, demonstrations
+
+
+def task_pool(task: str, size: int = 24, *, seed: int = 0, index: int = 0, split: str = "val") -> tuple[list[Example], Example]:
+    """A pool of ``size`` labelled examples of ``task`` and a held-out query from the same episode."""
+    t = get_task(task)
+    if not 1 <= size <= 256:
+        raise WorkbenchError(f"pool size must be between 1 and 256, got {size}")
+    pool, query, info = t.generate(episode_rng(seed, split, t.name, index), split, size)
+    for ex in pool + [query]:
+        ex.meta.setdefault("episode_info", info)
+    return pool, query
+
+
+def user_example(image, prompt: str, answer: str = "", task: str = "custom") -> Example:
+    """An example from user input: an image array or a file path (safely loaded), a prompt, an
+    optional answer.  Raises :class:`WorkbenchError` naming what is wrong."""
+    if image is None:
+        raise WorkbenchError("no image: upload one or pick one from the gallery")
+    try:
+        arr = load_image(image)
+    except ImageError as e:
+        raise WorkbenchError(f"unusable image: {e}") from e
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise WorkbenchError("the question is empty: type a question or instruction for the image")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise WorkbenchError(f"the question is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    answer = (answer or "").strip()
+    return Example(images=[arr], prompt=prompt, answers=[answer] if answer else [], task=task)
+
+
+def auto_select(strategy: str, pool: Sequence[Example], query: Example, k: int, *, seed: int = 0,
+                backbone=None) -> list[int]:
+    """Indices of ``k`` demonstrations chosen from ``pool`` by ``strategy`` for ``query``."""
+    if strategy not in AUTO_STRATEGIES:
+        raise WorkbenchError(f"selection strategy must be one of {', '.join(AUTO_STRATEGIES)}, got {strategy!r}")
+    if not 0 <= k <= len(pool):
+        raise WorkbenchError(f"k must be between 0 and the pool size {len(pool)}, got {k}")
+    embed = getattr(backbone, "retrieval_embedding", None) if strategy == "similarity" else None
+    if strategy == "similarity" and embed is None:
+        raise WorkbenchError("similarity selection needs a loaded backbone (it ranks by image embedding)")
+    return select_demos(strategy, list(pool), query, k, np.random.default_rng(seed), embed_fn=embed)
+
+
+def build_episode(demos: Sequence[Example], query: Example, task: str = "custom") -> Episode:
+    return Episode(demos=list(demos), query=query, task=task)
+
+
+def lm_tokens(backbone, method: Method | None, episode: Episode) -> int:
+    """LM input tokens ``method`` (plain ICL when None) spends on ``episode``'s prompt."""
+    with torch.no_grad():
+        if method is None:
+            return int(backbone.assemble_episodes([episode], with_answer=False).inputs_embeds.shape[1])
+        with method.attached():
+            return int(method.batch([episode], with_answer=False).inputs_embeds.shape[1])
+
+
+def demo_token_cost(backbone, demos: Sequence[Example], query: Example) -> int:
+    """LM tokens the demonstrations add to the query's input under plain ICL."""
+    return lm_tokens(backbone, None, build_episode(demos, query)) - lm_tokens(backbone, None, build_episode([], query))
+
+
+# ---------------------------------------------------------------------------------------------
+# methods
+
+
+def trainable_methods() -> list[str]:
+    return [n for n in method_names() if get_method(n).needs_training]
+
+
+def rank_field(method_name: str) -> str | None:
+    names = {f.name for f in get_method(method_name).config_class.__dataclass_fields__.values()}
+    return next((f for f in RANK_FIELDS if f in names), None)
+
+
+def make_method(backbone, name: str, *, shots: int | None = None, rank: int | None = None,
+                overrides: dict | None = None) -> Method:
+    """A fresh ``name`` adapter on ``backbone``; ``rank`` goes to the method's rank field if it has one."""
+    if name not in method_names():
+        raise WorkbenchError(f"unknown method {name!r}; known: {', '.join(method_names())}")
+    cls = get_method(name)
+    kwargs = dict(overrides or {})
+    if shots is not None and cls.uses_demos:
+        kwargs.setdefault("shots", shots)
+    rf = rank_field(name)
+    if rank is not None and rf:
+        kwargs[rf] = int(rank)
+    try:
+        return cls(backbone, cls.config_class(**kwargs))
+    except (TypeError, ValueError) as e:
+        raise WorkbenchError(f"{name}: {e}") from e
+
+
+@dataclass
+class CompareRow:
+    method: str
+    output: str
+    correct: bool | None  # None when the query has no reference answer
+    latency_ms: float
+    lm_tokens: int
+    shots: int
+    error: str = ""
+
+    def as_dict(self) -> dict:
+        return dict(method=self.method, output=self.output, correct=self.correct, latency_ms=round(self.latency_ms, 1),
+                    lm_tokens=self.lm_tokens, shots=self.shots, error=self.error)
+
+
+def compare_one(backbone, episode: Episode, methods: dict[str, Method | None], *, max_new_tokens: int = 6) -> list[CompareRow]:
+    """Run every method on the same episode.  ``methods`` maps a label to a method (None = plain
+    ICL with the episode's demos).  A method that cannot run (e.g. the input does not fit the
+    context) gets a row with ``error`` set instead of stopping the others."""
+    rows = []
+    for label, method in methods.items():
+        uses_demos = method is None or method.uses_demos
+        shots = episode.k if uses_demos else 0
+        try:
+            if uses_demos and method is not None and method.needs_training and episode.k == 0:
+                raise WorkbenchError(f"{label} reads demonstrations: pick at least one")
+            n_tok = lm_tokens(backbone, method, episode)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out = (backbone.generate([episode], max_new_tokens=max_new_tokens) if method is None
+                       else method.generate([episode], max_new_tokens=max_new_tokens))[0]
+            ms = 1000 * (time.perf_counter() - t0)
+        except (ValueError, RuntimeError) as e:
+            rows.append(CompareRow(label, "", None, 0.0, 0, shots, error=str(e)))
+            continue
+        correct = bool(exact_match(out, episode.query.answers)) if episode.query.answers else None
+        rows.append(CompareRow(label, out, correct, ms, n_tok, shots))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass
+class TrainRequest:
+    method: str = "hificl"
+    task: str = "binding"
+    samples: int = 200
+    steps: int = 60
+    lr: float | None = None  # None: the method's usual rate (5e-3; MMICT's models use their own scale)
+    rank: int | None = None
+    seed: int = 0
+    batch_size: int = 8
+    fixed_binding: bool = False
+    max_steps: int = 5000
+
+    def validate(self) -> None:
+        if self.method not in trainable_methods():
+            raise WorkbenchError(f"{self.method!r} is not a trainable method; choose one of {', '.join(trainable_methods())}")
+        if self.task not in GALLERY_TASKS:
+            raise WorkbenchError(f"unknown task {self.task!r}; choose one of {', '.join(GALLERY_TASKS)}")
+        for name, lo, hi in (("samples", 1, 100_000), ("steps", 1, self.max_steps), ("batch_size", 1, 256)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or not lo <= v <= hi:
+                raise WorkbenchError(f"{name} must be a whole number between {lo} and {hi}, got {v!r}")
+        if self.lr is not None and not 1e-6 <= float(self.lr) <= 1.0:
+            raise WorkbenchError(f"learning rate must be between 1e-6 and 1, got {self.lr}")
+        if self.rank is not None and not 1 <= int(self.rank) <= 256:
+            raise WorkbenchError(f"rank must be between 1 and 256, got {self.rank}")
+
+
+@dataclass
+class TrainOutcome:
+    method: Method
+    result: TrainResult
+    cancelled: bool
+    request: TrainRequest = field(default_factory=TrainRequest)
+
+
+def train_adapter(backbone, req: TrainRequest, *, callback: Callable[[int, int, float], bool | None] | None = None,
+                  progress: bool = False) -> TrainOutcome:
+    """Train a fresh adapter by ``req``.  ``callback(step, total, loss)`` after every step;
+    returning False cancels (the adapter keeps what it learned so far)."""
+    req.validate()
+    method = make_method(backbone, req.method, rank=req.rank)
+    kwargs = dict(task=req.task, samples=int(req.samples), steps=int(req.steps), seed=req.seed, batch_size=req.batch_size,
+                  fixed_binding=req.fixed_binding and req.task == "binding")
+    if req.lr is not None:
+        kwargs["lr"] = float(req.lr)
+    cfg = TrainConfig(**kwargs)
+    state = {"cancelled": False}
+
+    def hook(step, total, loss, parts):
+        if callback is not None and callback(step, total, loss) is False:
+            state["cancelled"] = True
+            return False
+        return None
+
+    result = train(method, cfg, progress=progress, callback=hook)
+    return TrainOutcome(method, result, state["cancelled"], req)
+
+
+def library_name(req: TrainRequest, existing: Sequence[str]) -> str:
+    """A fresh, valid VLibrary entry name for a trained adapter, e.g. ``hificl-binding-60s``."""
+    base = f"{req.method}-{req.task}-{req.steps}s"
+    name, i = base, 2
+    while name in existing:
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# one person's session
+
+
+class Session:
+    """One user's workbench: a task pool, the demonstrations picked from it (in order), the
+    query, the adapters trained or loaded, a VLibrary and the last comparison.  Front ends keep
+    one per user; the backbone itself is shared (see :class:`BackboneCache`)."""
+
+    def __init__(self, backbone, info: BackboneInfo | None = None, library_root: str | os.PathLike | None = None,
+                 task: str = "binding", pool_size: int = 24, seed: int = 0):
+        from .vlibrary import VLibrary
+
+        self.backbone, self.info = backbone, info
+        self.library = VLibrary(library_root) if library_root is not None else None
+        self.adapters: dict[str, Method] = {}
+        self.uploads: list[Example] = []
+        self.last_rows: list[CompareRow] = []
+        self.last_train: TrainOutcome | None = None
+        self.cancel = threading.Event()
+        self.load_pool(task, pool_size, seed=seed)
+
+    # -- pool and demonstrations --------------------------------------------------------------
+    def load_pool(self, task: str, size: int = 24, *, seed: int = 0, index: int = 0) -> None:
+        if task not in GALLERY_TASKS:
+            raise WorkbenchError(f"unknown task {task!r}; choose one of {', '.join(GALLERY_TASKS)}")
+        self.task = task
+        self.pool, self.query = task_pool(task, size, seed=seed, index=index)
+        self.selected: list[int] = []  # indices into self.items, in demonstration order
+
+    @property
+    def items(self) -> list[Example]:
+        """The gallery: the task pool followed by the user's uploads."""
+        return self.pool + self.uploads
+
+    def toggle(self, i: int) -> None:
+        if not 0 <= i < len(self.items):
+            raise WorkbenchError(f"no gallery item {i} (the gallery has {len(self.items)})")
+        if i in self.selected:
+            self.selected.remove(i)
+        else:
+            self.selected.append(i)
+
+    def move(self, position: int, delta: int) -> None:
+        """Move the demonstration at ``position`` (in demo order) by ``delta`` places."""
+        if not 0 <= position < len(self.selected):
+            raise WorkbenchError(f"no demonstration at position {position} (there are {len(self.selected)})")
+        j = min(max(position + delta, 0), len(self.selected) - 1)
+        self.selected.insert(j, self.selected.pop(position))
+
+    def clear(self) -> None:
+        self.selected = []
+
+    def auto_fill(self, strategy: str, k: int, seed: int = 0) -> None:
+        self.selected = auto_select(strategy, self.items, self.query, k, seed=seed, backbone=self.backbone)
+
+    def add_upload(self, image, prompt: str, answer: str) -> int:
+        """Add a user example to the gallery (it needs an answer to serve as a demonstration)."""
+        if not (answer or "").strip():
+            raise WorkbenchError("a demonstration needs its answer: type the answer for the uploaded image")
+        self.uploads.append(user_example(image, prompt, answer, task=self.task))
+        return len(self.items) - 1
+
+    def set_query(self, image=None, prompt: str | None = None, answer: str | None = None) -> None:
+        """Replace the query's image and/or question; ``answer`` '' means unknown."""
+        img = self.query.images[0] if image is None else image
+        q = self.query.prompt if prompt is None else prompt
+        a = (self.query.answer if answer is None else answer)
+        self.query = user_example(img, q, a, task=self.task)
+
+    def use_as_query(self, i: int) -> None:
+        if not 0 <= i < len(self.items):
+            raise WorkbenchError(f"no gallery item {i}")
+        ex = self.items[i]
+        self.query = Example(images=list(ex.images), prompt=ex.prompt, answers=list(ex.answers), task=ex.task, meta=dict(ex.meta))
+        if i in self.selected:
+            self.selected.remove(i)
+
+    @property
+    def demos(self) -> list[Example]:
+        return [self.items[i] for i in self.selected]
+
+    def episode(self) -> Episode:
+        return build_episode(self.demos, self.query, self.task)
+
+    def demo_tokens(self) -> int:
+        return demo_token_cost(self.backbone, self.demos, self.query)
+
+    # -- methods ------------------------------------------------------------------------------
+    def compare(self, labels: Sequence[str] | None = None, *, max_new_tokens: int | None = None) -> list[CompareRow]:
+        """Plain ICL with the picked demos plus every adapter of this session (or ``labels``)."""
+        pool = {"ICL": None, **self.adapters}
+        labels = list(pool) if not labels else list(labels)
+        unknown = [x for x in labels if x not in pool]
+        if unknown:
+            raise WorkbenchError(f"unknown methods {unknown}; available: {', '.join(pool)}")
+        n = max_new_tokens or get_task(self.task).max_new_tokens
+        ep = self.episode()
+        self.last_rows = compare_one(self.backbone, ep, {x: pool[x] for x in labels}, max_new_tokens=n)
+        return self.last_rows
+
+    def train(self, req: TrainRequest, callback: Callable[[int, int, float], bool | None] | None = None) -> TrainOutcome:
+        """Train, keep the adapter in this session and (when there is a library) store it there."""
+        self.cancel.clear()
+
+        def cb(step, total, loss):
+            if self.cancel.is_set():
+                return False
+            return callback(step, total, loss) if callback else None
+
+        out = train_adapter(self.backbone, req, callback=cb)
+        existing = list(self.adapters) + ([e["name"] for e in self.library.list()] if self.library else [])
+        name = library_name(req, existing)
+        if self.library is not None:
+            self.library.add(name, out.method, task=req.task, samples=int(req.samples),
+                             description=f"{req.method} on {req.task}, {out.result.steps} steps" + (" (cancelled)" if out.cancelled else ""),
+                             metrics={"final_loss": out.result.losses[-1]} if out.result.losses else None)
+        self.adapters[name] = out.method
+        self.last_train = out
+        return out
+
+    def load_from_library(self, name: str) -> str:
+        if self.library is None:
+            raise WorkbenchError("this session has no library")
+        self.adapters[name] = self.library.load(name, self.backbone)
+        return name
+
+    def compose(self, names: Sequence[str], weights: Sequence[float] | None = None) -> str:
+        if self.library is None:
+            raise WorkbenchError("this session has no library")
+        if len(names) < 2:
+            raise WorkbenchError("pick at least two entries to compose")
+        label = "+".join(names)
+        self.adapters[label] = self.library.compose(names, weights, self.backbone)
+        return label
+
+    def delete(self, name: str) -> None:
+        if self.library is None:
+            raise WorkbenchError("this session has no library")
+        self.library.remove(name)
+        self.adapters.pop(name, None)
+
+    def attention(self, label: str, *, with_answer: bool = True):
+        """Virtual-KV attention of adapter ``label`` on the current episode (HiFICL adapters)."""
+        from .inspect.virtual_kv import virtual_kv_attention
+
+        if label not in self.adapters:
+            raise WorkbenchError(f"no adapter {label!r} in this session; train or load one first")
+        m = self.adapters[label]
+        if not hasattr(m, "virtual_kv"):
+            raise WorkbenchError(f"{label} is a {m.name} adapter; attention to virtual key/value slots needs a HiFICL adapter")
+        ep = self.episode()
+        if not ep.query.answers:
+            with_answer = False
+        return virtual_kv_attention(m, ep, with_answer=with_answer)
+
+
+__all__ = ["Session", "AUTO_STRATEGIES", "GALLERY_TASKS", "BackboneCache", "BackboneInfo", "CompareRow", "TrainOutcome",
+           "TrainRequest", "WorkbenchError", "auto_select", "build_episode", "compare_one", "demo_token_cost",
+           "image_token_count", "library_name", "lm_tokens", "load_backbone_timed", "make_method", "rank_field",
+           "task_pool", "train_adapter", "trainable_methods", "user_example"]
