@@ -213,7 +213,7 @@ class Studio:
     def method_choices(self, request: gr.Request = None):
         s = self.session(request)
         names = ["ICL", *s.adapters]
-        return gr.Dropdown(choices=names, value=names)
+        return gr.Dropdown(choices=names, value=names, multiselect=True)
 
     @friendly
     def compare(self, labels: list[str], request: gr.Request = None):
