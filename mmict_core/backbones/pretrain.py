@@ -54,7 +54,7 @@ class PretrainConfig:
             raise ValueError("steps and vision_steps must be >= 0 and batch >= 1")
         if abs(sum(self.mix.values()) - 1.0) > 1e-6:
             raise ValueError(f"task mix weights must sum to 1, got {sum(self.mix.values())}")
-        unknown = set(self.mix) - set(DEFAULT_MIX)
+        unknown = set(self.mix) - set(DEFAULT_MIX) - {"binding-cued"}
         if unknown:
             raise ValueError(f"unknown tasks in the mix: {sorted(unknown)}; known: {sorted(DEFAULT_MIX)}")
         self.binding_ways = tuple(int(x) for x in self.binding_ways)
@@ -164,9 +164,11 @@ def training_episodes(cfg: PretrainConfig, step: int):
     for b in range(cfg.batch):
         task = names[rng.choice(len(names), p=w / w.sum())]
         k = int(rng.integers(0, cfg.max_shots + 1))
-        if task == "binding":
-            # more words per episode make "copy a shown word" fail more often than "match the colour"
-            task = Binding(n_way=int(rng.integers(cfg.binding_ways[0], cfg.binding_ways[1] + 1)))
+        if task in ("binding", "binding-cued"):
+            # more words per episode make "copy a shown word" fail more often than "match the colour";
+            # 'binding-cued' names the colour in the prompt too (a word key: an easier curriculum step)
+            task = Binding(n_way=int(rng.integers(cfg.binding_ways[0], cfg.binding_ways[1] + 1)),
+                           cue_in_prompt=task == "binding-cued")
         eps.append(make_episode(task, k, seed=cfg.seed, index=step * cfg.batch + b, split="train", pool_size=max(k, 1)))
     return eps
 

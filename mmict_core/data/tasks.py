@@ -175,6 +175,8 @@ class Binding(Task):
     n_way: int = 2
     category: str = "colour"  # what the words name: 'colour' or 'shape'
     fixed_binding: bool = False  # one binding for every episode (issue: --fixed-binding)
+    cue_in_prompt: bool = False  # name the category in the prompt ("what is this red shape ?"): an easier
+    # training variant whose key is a word, not pixels (pretraining curriculum only; never evaluated)
     chance_note: str = "uniform guess among the n_way words shown in the demonstrations"
 
     def __post_init__(self) -> None:
@@ -198,7 +200,8 @@ class Binding(Task):
 
     def item(self, rng: np.random.Generator, cat: str, word: str) -> Example:
         scene = sw.sample_scene(rng, n_objects=1, **{self.category: cat})
-        return self._ex(scene.render(), PROMPTS["binding"], word, label=cat, scene=scene.describe())
+        prompt = f"what is this {cat} shape ?" if self.cue_in_prompt else PROMPTS["binding"]
+        return self._ex(scene.render(), prompt, word, label=cat, scene=scene.describe())
 
     def generate(self, rng, split, pool_size):
         cats = [self.categories[i] for i in rng.permutation(len(self.categories))[: self.n_way]]
