@@ -86,6 +86,11 @@ class Studio:
         self._lock = threading.Lock()
         self.cache.get(self.spec, self.quant)  # load the default backbone once, at start
 
+    @property
+    def num_layers(self) -> int:
+        bb, _ = self.cache.get(self.spec, self.quant)
+        return len(bb.decoder_layers())
+
     # -- sessions -----------------------------------------------------------------------------
     def session(self, request) -> Session:
         key = getattr(request, "session_hash", None) or "default"
@@ -333,7 +338,7 @@ class Studio:
         s = self.session(request)
         if not name:
             raise WorkbenchError("choose an entry")
-        return s.library.show(name)
+        return {k: v for k, v in s.library.show(name).items() if k != "path"}  # no server paths in the browser
 
     @friendly
     def library_load(self, name: str, request: gr.Request = None):

@@ -97,7 +97,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tab("Attention", id="attention"):
             with gr.Row():
                 a_adapter = gr.Dropdown(label="HiFICL adapter", choices=[], allow_custom_value=True)
-                a_layer = gr.Slider(-1, 15, value=-1, step=1, label="Layer for the per-token view (-1: every layer)")
+                a_layer = gr.Slider(-1, studio.num_layers - 1, value=-1, step=1, label="Layer for the per-token view (-1: every layer)")
                 a_go = gr.Button("Show attention", variant="primary")
             a_grid = gr.Plot(label="Virtual-KV mass, layer x head (query tokens)")
             a_tok = gr.Plot(label="Virtual-KV mass per token")
@@ -157,7 +157,7 @@ def build_app(studio: Studio) -> gr.Blocks:
 
 def launch(spec: str | None = None, quant: str = "none", host: str = "127.0.0.1", port: int = 7860,
            share: bool = False, workdir: str | None = None, block: bool = True):
-    """Build the app on ``spec`` and serve it; returns (demo, url) when ``block`` is False."""
+    """Build the app on ``spec`` and serve it; returns (demo, url, studio) (at once when ``block`` is False)."""
     studio = Studio(spec, quant, workdir=workdir)
     demo = build_app(studio)
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD,

@@ -36,7 +36,11 @@ def _token_label(backbone, tid: int) -> str:
     if text:
         return text
     names = {backbone.bos_token_id: "<bos>", backbone.eos_token_id: "<eos>", backbone.pad_token_id: "<pad>"}
-    return names.get(tid, f"<{tid}>")
+    if tid in names:
+        return names[tid]
+    tok = getattr(backbone, "tokenizer", None)
+    name = tok.id_to_token(tid) if hasattr(tok, "id_to_token") else None  # e.g. the <answer> marker
+    return name or f"<{tid}>"
 
 
 @torch.no_grad()

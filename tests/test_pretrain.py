@@ -1,0 +1,56 @@
+"""The teaching-VLM pretraining recipe: its config checks, the episode stream and which answers
+carry loss (never one that nothing before it determines)."""
+import pytest
+
+from mmict_core.backbones.pretrain import PretrainConfig, training_episodes, unpredictable_items
+from mmict_core.data import Episode, make_episode
+from mmict_core.data.tasks import PROMPTS, Binding
+
+
+def test_config_refuses_bad_mix_and_ways():
+    with pytest.raises(ValueError, match="sum to 1"):
+        PretrainConfig(mix={"binding": 0.5})
+    with pytest.raises(ValueError, match="unknown tasks"):
+        PretrainConfig(mix={"bindin": 1.0})
+    with pytest.raises(ValueError, match="binding_ways"):
+        PretrainConfig(binding_ways=(1, 3))
+    with pytest.raises(ValueError, match="binding_ways"):
+        PretrainConfig(binding_ways=(4, 3))
+
+
+def test_binding_ways_and_cued_prompts():
+    cfg = PretrainConfig(mix={"binding": 0.5, "binding-cued": 0.5}, binding_ways=(3, 5), batch=32)
+    eps = training_episodes(cfg, 0)
+    ways = {len(e.info["binding"]) for e in eps}
+    assert ways <= {3, 4, 5} and len(ways) > 1
+    cued = [e for e in eps if e.query.prompt != PROMPTS["binding"]]
+    assert cued and len(cued) < len(eps)
+    for e in cued:  # the cue names the query's own colour
+        assert e.query.prompt == f"what is this {e.query.label} shape ?"
+    assert training_episodes(cfg, 0)[5].query.answer == eps[5].query.answer  # deterministic
+
+
+def _episode(order, query_label):
+    """A binding episode with demos of the given colours (by position in the binding) and query."""
+    import numpy as np
+
+    pool, query, info = Binding().generate(np.random.default_rng(0), "train", 8)
+    cats = list(info["binding"])
+    by = {c: [p for p in pool if p.label == c] for c in cats}
+    demos = [by[cats[i]].pop() for i in order]
+    q = by[cats[query_label]].pop()
+    return Episode(demos=demos, query=q, task="binding")
+
+
+def test_unpredictable_items_binding():
+    assert unpredictable_items(_episode([0, 0, 1, 0], 0)) == {0, 2}  # the first demo of each colour
+    assert unpredictable_items(_episode([0, 0], 1)) == {0, 2}  # ... and a query whose colour was never shown
+    assert unpredictable_items(_episode([1, 0], 1)) == {0, 1}
+    assert unpredictable_items(_episode([], 0)) == {0}  # 0-shot query
+
+
+def test_unpredictable_items_format_operator():
+    for task in ("format", "operator"):
+        assert unpredictable_items(make_episode(task, 3, seed=0, index=1, split="train")) == {0}
+        assert unpredictable_items(make_episode(task, 0, seed=0, index=1, split="train")) == set()
+    assert unpredictable_items(make_episode("shapes-vqa", 3, seed=0, index=1, split="train")) == set()
