@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mmict-installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test eval install clean-venv
+.PHONY: demo test eval notebooks install clean-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,5 +28,14 @@ test: $(STAMP)
 eval: $(STAMP)
 	$(BIN)/mmict eval --task binding --shots 0,1,2,4,8 --episodes 300 --seed 0
 
+# The teaching notebooks in JupyterLab, with the project's environment (its python3 kernel).
+notebooks: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
 clean-venv:
 	rm -rf $(VENV)
+
+# Efficiency benchmarks on the teaching VLM (CPU, < 10 min; --quick ~30 s): benchmarks/results/report.md
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)

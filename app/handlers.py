@@ -290,7 +290,10 @@ class Studio:
                if losses else f"{state} 0 steps"), viz.loss_curve(losses, title=f"{method} on {task}")
 
     def cancel(self, request: gr.Request = None) -> str:
-        self.session(request).cancel.set()
+        s = self.session(request)
+        if not s.training:
+            return "nothing is training"
+        s.cancel.set()
         return "cancelling… (the adapter keeps the steps done so far)"
 
     # -- attention ----------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def load_backbone_timed(spec: str | None = None, quant: str = "none"):
     except (OSError, ValueError) as e:
         raise WorkbenchError(f"could not load backbone {spec!r}: {e}") from e
     seconds = time.perf_counter() - t0
-    info = BackboneInfo(spec=spec or "teaching", quant=quant, parameters=sum(p.numel() for p in bb.model.parameters()),
+    info = BackboneInfo(spec=spec or "teaching", quant=quant, parameters=int(bb.model.num_parameters()),  # 4-bit: unpacked count
                         footprint_bytes=int(bb.model.get_memory_footprint()), load_seconds=seconds,
                         context_length=bb.context_length, image_tokens=image_token_count(bb))
     return bb, info
@@ -325,7 +325,8 @@ class Session:
         self.uploads: list[Example] = []
         self.last_rows: list[CompareRow] = []
         self.last_train: TrainOutcome | None = None
-        self.cancel = threading.Event()
+        self.cancel = threading.Event()  # set while training runs: stop after the current step
+        self.training = False
         self.load_pool(task, pool_size, seed=seed)
 
     # -- pool and demonstrations --------------------------------------------------------------
@@ -409,14 +410,16 @@ class Session:
 
     def train(self, req: TrainRequest, callback: Callable[[int, int, float], bool | None] | None = None) -> TrainOutcome:
         """Train, keep the adapter in this session and (when there is a library) store it there."""
-        self.cancel.clear()
-
         def cb(step, total, loss):
-            if self.cancel.is_set():
-                return False
-            return callback(step, total, loss) if callback else None
+            result = callback(step, total, loss) if callback else None  # report every step, the last one too
+            return False if self.cancel.is_set() else result
 
-        out = train_adapter(self.backbone, req, callback=cb)
+        self.training = True
+        try:
+            out = train_adapter(self.backbone, req, callback=cb)
+        finally:
+            self.training = False
+            self.cancel.clear()  # a cancel pressed before the first step still counts; none carries over
         existing = list(self.adapters) + ([e["name"] for e in self.library.list()] if self.library else [])
         name = library_name(req, existing)
         if self.library is not None:

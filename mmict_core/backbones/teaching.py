@@ -8,6 +8,7 @@ works there.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -192,6 +193,8 @@ class TeachingVLM(InstructBlipBackbone):
         kwargs = dict(dtype=torch.float32)
         if qcfg is not None:
             kwargs.update(quantization_config=qcfg, device_map={"": device})
+            # bitsandbytes' CPU int8 matmul logs "inputs will be cast" on every call (harmless): silence it
+            logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         model = InstructBlipForConditionalGeneration.from_pretrained(path, **kwargs)
         if qcfg is None:
             model = model.to(device)

@@ -1,0 +1,94 @@
+"""Shared plumbing of the notebook panels: PNG thumbnails, in-place figure updates, the per-backbone
+busy lock, and turning a library error into a status line.  No logic of the workbench lives here."""
+from __future__ import annotations
+
+import html
+import io
+import threading
+import weakref
+from contextlib import contextmanager
+from typing import Iterator
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from ..viz import upscale_nearest
+
+# errors a panel shows to the person instead of raising: WorkbenchError, LibraryError and
+# AdapterLoadError are ValueErrors; methods raise RuntimeError (e.g. an input longer than the
+# context) and TypeError (a backbone the method cannot run on)
+USER_ERRORS = (ValueError, RuntimeError, TypeError)
+
+_LOCKS: "weakref.WeakKeyDictionary[object, threading.Lock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def backbone_lock(backbone) -> threading.Lock:
+    """One lock per backbone object: a training run, a comparison and an attention capture attach
+    adapters to the same model, so they must not overlap (the app serialises them through its
+    queue; the panels through this lock)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(backbone)
+        if lock is None:
+            lock = _LOCKS[backbone] = threading.Lock()
+        return lock
+
+
+@contextmanager
+def try_lock(backbone) -> Iterator[bool]:
+    """``with try_lock(bb) as ok:`` — ok is False (and nothing is held) when the backbone is busy."""
+    lock = backbone_lock(backbone)
+    ok = lock.acquire(blocking=False)
+    try:
+        yield ok
+    finally:
+        if ok:
+            lock.release()
+
+
+BUSY = "the backbone is busy (a training run or another job is using it): wait for it or cancel it"
+
+
+def png_bytes(image, min_px: int = 64) -> bytes:
+    """An (H, W, 3) uint8 image as PNG bytes, upscaled (nearest) so both sides are >= ``min_px``."""
+    buf = io.BytesIO()
+    upscale_nearest(image, min_px).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def set_figure(fw: go.FigureWidget, fig: go.Figure, height: int | None = None) -> None:
+    """Show ``fig`` in the live widget ``fw``: traces updated in place when their number and types
+    match, replaced otherwise; layout replaced (with ``height`` in pixels when given)."""
+    if height is not None:
+        fig.update_layout(height=height)
+    new = list(fig.data)
+    if len(fw.data) == len(new) and all(a.type == b.type for a, b in zip(fw.data, new)):
+        with fw.batch_update():
+            for a, b in zip(fw.data, new):
+                a.update(b.to_plotly_json(), overwrite=True)
+            fw.layout = fig.layout
+    else:
+        fw.data = []
+        if new:
+            fw.add_traces(new)
+        fw.layout = fig.layout
+
+
+def status_html(text: str, kind: str = "info") -> str:
+    colour = {"info": "#374151", "ok": "#15803d", "error": "#b91c1c", "busy": "#b45309"}[kind]
+    return f'<span style="color:{colour}">{html.escape(text)}</span>'
+
+
+class Panel:
+    """Base of the panels: ``widget`` is the top container; displaying the panel displays it."""
+
+    widget: W.Widget
+    status: W.HTML
+    error: str = ""
+
+    def _say(self, text: str, kind: str = "info") -> None:
+        self.error = text if kind == "error" else ""
+        self.status.value = status_html(text, kind)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)

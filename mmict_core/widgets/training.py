@@ -1,0 +1,184 @@
+"""The training panel: method, task, steps, learning rate; live progress and loss curve; cancel.
+
+Training is :meth:`Session.train` (so the adapter lands in the session and, when it has one, in its
+VLibrary), run in a background thread so the notebook stays responsive; ``threaded=False`` runs it
+in the caller (tests, scripted notebook cells)."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from .. import viz
+from ..workbench import GALLERY_TASKS, Session, TrainOutcome, TrainRequest, rank_field, trainable_methods
+from ._common import BUSY, USER_ERRORS, Panel, backbone_lock, set_figure
+
+FIGURE_HEIGHT = 320  # px
+
+
+class TrainingPanel(Panel):
+    """Train an adapter on ``session``'s backbone.
+
+    Widgets: ``method``, ``task``, ``steps``, ``lr``, ``samples``, ``batch_size``, ``rank`` (0 = the
+    method's default; only for methods with a rank), ``seed``, ``fixed_binding``; ``train_button``,
+    ``cancel_button``; ``progress`` (IntProgress, step / steps); ``figure`` (a ``go.FigureWidget``
+    with :func:`mmict_core.viz.loss_curve`, updated in place while training); ``status``.
+
+    State: ``losses`` (this run's per-step losses), ``outcome`` (the :class:`TrainOutcome`),
+    ``adapter_name`` (its name in the session), ``thread``.  ``on_step`` callables get
+    ``(step, total, loss)`` after every step; ``on_done`` callables run when a run ends.
+    """
+
+    def __init__(self, session: Session, *, threaded: bool = True, method: str = "hificl", task: str | None = None,
+                 steps: int = 60, lr: float = 5e-3, samples: int = 200, batch_size: int = 8,
+                 min_plot_interval: float = 0.25):
+        self.session = session
+        self.threaded = threaded
+        self.min_plot_interval = float(min_plot_interval)
+        self.on_step: list[Callable[[int, int, float], None]] = []
+        self.on_done: list[Callable[[], None]] = []
+        self.losses: list[float] = []
+        self.outcome: TrainOutcome | None = None
+        self.adapter_name: str | None = None
+        self.thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._last_plot = 0.0
+        self._title = "training loss"
+        style = {"description_width": "initial"}
+        small = W.Layout(width="170px")
+        self.method = W.Dropdown(options=trainable_methods(), value=method, description="method", style=style)
+        self.task = W.Dropdown(options=list(GALLERY_TASKS), value=task or session.task, description="task", style=style)
+        self.steps = W.BoundedIntText(value=steps, min=1, max=TrainRequest().max_steps, description="steps",
+                                      style=style, layout=small)
+        self.lr = W.BoundedFloatText(value=lr, min=1e-6, max=1.0, step=1e-3, description="lr", style=style, layout=small)
+        self.samples = W.BoundedIntText(value=samples, min=1, max=100_000, description="samples", style=style, layout=small)
+        self.batch_size = W.BoundedIntText(value=batch_size, min=1, max=256, description="batch", style=style, layout=small)
+        self.rank = W.BoundedIntText(value=0, min=0, max=256, description="rank (0 = default)", style=style,
+                                     layout=W.Layout(width="190px"))
+        self.seed = W.IntText(value=0, description="seed", style=style, layout=W.Layout(width="120px"))
+        self.fixed_binding = W.Checkbox(value=False, description="fixed binding (binding task)", indent=False)
+        self.train_button = W.Button(description="Train", button_style="primary", icon="play")
+        self.cancel_button = W.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
+        self.progress = W.IntProgress(value=0, min=0, max=steps, description="step 0")
+        self.status = W.HTML()
+        self.figure = go.FigureWidget(viz.loss_curve([], title="training loss").update_layout(height=FIGURE_HEIGHT))
+
+        self.train_button.on_click(lambda _: self.start())
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.method.observe(lambda _: self._rank_enabled(), names="value")
+        self._rank_enabled()
+        self.widget = W.VBox([
+            W.HBox([self.method, self.task, self.fixed_binding]),
+            W.HBox([self.steps, self.lr, self.samples, self.batch_size, self.rank, self.seed]),
+            W.HBox([self.train_button, self.cancel_button, self.progress]),
+            self.status, self.figure,
+        ])
+
+    @property
+    def running(self) -> bool:
+        return self._running.is_set()
+
+    def request(self) -> TrainRequest:
+        """The :class:`TrainRequest` the widgets describe."""
+        rank = int(self.rank.value)
+        return TrainRequest(method=self.method.value, task=self.task.value, samples=int(self.samples.value),
+                            steps=int(self.steps.value), lr=float(self.lr.value),
+                            rank=rank if rank and rank_field(self.method.value) else None, seed=int(self.seed.value),
+                            batch_size=int(self.batch_size.value), fixed_binding=bool(self.fixed_binding.value))
+
+    def start(self) -> None:
+        """What the Train button does: validate, take the backbone, train (in a thread if ``threaded``)."""
+        if self.running:
+            self._say("a training run is already going: cancel it first", "busy")
+            return
+        try:
+            req = self.request()
+            req.validate()
+        except USER_ERRORS as e:
+            self._say(str(e), "error")
+            return
+        lock = backbone_lock(self.session.backbone)
+        if not lock.acquire(blocking=False):
+            self._say(BUSY, "busy")
+            return
+        self._running.set()
+        self._title = f"{req.method} on {req.task}: training loss"
+        self.losses = []
+        self.outcome, self.adapter_name = None, None
+        self.progress.max, self.progress.value, self.progress.description = req.steps, 0, "step 0"
+        self.progress.bar_style = ""
+        self._plot(force=True)
+        self.train_button.disabled, self.cancel_button.disabled = True, False
+        self._say(f"training {req.method} on {req.task} for {req.steps} steps ...")
+        if self.threaded:
+            self.thread = threading.Thread(target=self._run, args=(req, lock), name="mmict-train", daemon=True)
+            self.thread.start()
+        else:
+            self._run(req, lock)
+
+    def cancel(self) -> None:
+        """What the Cancel button does: the run stops after its current step (the adapter keeps it)."""
+        if not self.running:
+            self._say("nothing is training")
+            return
+        self.session.cancel.set()
+        self._say("cancelling after the current step ...", "busy")
+
+    def wait(self, timeout: float | None = None) -> TrainOutcome | None:
+        """Block until the background run ends; returns its outcome (None if it failed)."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return self.outcome
+
+    # -- internals ----------------------------------------------------------------------------
+    def _rank_enabled(self) -> None:
+        self.rank.disabled = rank_field(self.method.value) is None
+
+    def _run(self, req: TrainRequest, lock: threading.Lock) -> None:
+        try:
+            out = self.session.train(req, callback=self._step)
+            self.outcome = out
+            # the authoritative record: a step that saw the cancel flag first never reached _step
+            self.losses = list(out.result.losses)
+            self.progress.value = out.result.steps
+            self.progress.description = f"step {out.result.steps}"
+            self.adapter_name = next(n for n, m in self.session.adapters.items() if m is out.method)
+            r = out.result
+            how = "cancelled after" if out.cancelled else "finished:"
+            last = f"; final loss {r.losses[-1]:.4f}" if r.losses else ""
+            stored = " and stored in its VLibrary" if self.session.library is not None else ""
+            self.progress.bar_style = "warning" if out.cancelled else "success"
+            self._say(f"{how} {r.steps} steps in {r.seconds:.1f} s{last}. The adapter is {self.adapter_name!r} "
+                      f"in this session{stored}.", "busy" if out.cancelled else "ok")
+        except USER_ERRORS as e:
+            self.progress.bar_style = "danger"
+            self._say(f"training failed: {e}", "error")
+        except Exception as e:  # a bug, not bad input: shown in the panel, and raised where someone can see it
+            self.progress.bar_style = "danger"
+            self._say(f"training failed: {type(e).__name__}: {e}", "error")
+            raise
+        finally:
+            self._running.clear()
+            lock.release()
+            self._plot(force=True)
+            self.train_button.disabled, self.cancel_button.disabled = False, True
+            for fn in self.on_done:
+                fn()
+
+    def _step(self, step: int, total: int, loss: float) -> bool | None:
+        self.losses.append(float(loss))
+        self.progress.value = step
+        self.progress.description = f"step {step}"
+        self._plot(force=step == total)
+        for fn in self.on_step:
+            fn(step, total, loss)
+        return False if self.session.cancel.is_set() else None  # a cancel during this step stops here
+
+    def _plot(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_plot >= self.min_plot_interval:
+            self._last_plot = now
+            set_figure(self.figure, viz.loss_curve(self.losses, title=self._title), height=FIGURE_HEIGHT)

@@ -1,0 +1,134 @@
+"""The teaching notebooks: committed without outputs, and every one runs top to bottom (nbclient, a
+kernel of this interpreter) with small parameters injected after its `parameters` cell, the way
+papermill does."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = ["01_icl", "02_mmict", "03_hificl", "04_m2iv_vlibrary", "05_quantisation"]
+THREADS = int(os.environ.get("MMICT_TEST_THREADS", "1"))
+SMALL = dict(EPISODES=8, STEPS=3, SAMPLES=16, BATCH=4, THREADS=THREADS)
+EXTRA = {  # per notebook: fewer settings where a notebook sweeps over a list
+    "01_icl": dict(TASKS=["binding", "operator"], SHOTS=[0, 1, 4]),
+    "04_m2iv_vlibrary": dict(M2IV_CONFIGS=[(2, 1), (4, 2)]),
+}
+MARK = "KERNEL-INTERPRETER"
+TIMINGS: dict[str, float] = {}
+
+
+def load(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+
+
+def parameters_index(nb) -> int:
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"expected exactly one cell tagged 'parameters', found {len(tagged)}"
+    return tagged[0]
+
+
+def defined_parameters(nb) -> set[str]:
+    return set(re.findall(r"^([A-Z_][A-Z0-9_]*)\s*=", nb.cells[parameters_index(nb)].source, re.M))
+
+
+def inject(nb, values: dict) -> nbformat.NotebookNode:
+    """Insert an 'injected-parameters' cell right after the parameters cell (papermill style) setting
+    those of ``values`` the notebook has; it also prints the kernel's interpreter so the test can
+    check which Python ran the notebook."""
+    names = defined_parameters(nb)
+    src = "\n".join(f"{k} = {v!r}" for k, v in values.items() if k in names)
+    src += f"\nimport sys\nprint({MARK!r}, sys.executable, sys.prefix, sep='|')"
+    cell = nbformat.v4.new_code_cell(src)
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(parameters_index(nb) + 1, cell)
+    return nb
+
+
+@pytest.fixture(scope="session")
+def kernel_name(tmp_path_factory):
+    """A kernelspec 'python3' whose argv is *this* interpreter, first on JUPYTER_PATH for the session."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    base = tmp_path_factory.mktemp("jupyter")
+    write_kernel_spec(base / "kernels" / "python3",
+                      overrides={"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                 "display_name": "MMICT Studio (test)"})
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(base)] + ([old] if old else []))
+    yield "python3"
+    if old is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = old
+
+
+def run_notebook(name: str, values: dict, kernel: str, workdir: Path, timeout: int = 300) -> nbformat.NotebookNode:
+    from nbclient import NotebookClient
+
+    nb = inject(load(name), values)
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(workdir)}})
+    client.execute()
+    nbformat.write(nb, workdir / f"{name}.out.ipynb")  # left in the temp dir for a look when something is off
+    return nb
+
+
+def stream_text(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                   if o.output_type == "stream")
+
+
+# ---------------------------------------------------------------- committed form
+
+
+def test_every_notebook_is_listed():
+    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")) == NOTEBOOKS
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebooks_are_stripped_and_parametrised(name):
+    nb = load(name)
+    nbformat.validate(nb)
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert c.outputs == [] and c.execution_count is None, f"{name}: a code cell has outputs"
+    defined = defined_parameters(nb)
+    assert {"EPISODES", "THREADS", "SEED"} <= defined, f"{name}: parameters cell lacks {({'EPISODES', 'THREADS', 'SEED'} - defined)}"
+    assert set(EXTRA.get(name, {})) <= defined, f"{name}: the test injects parameters the notebook does not have"
+    if "STEPS" in defined:  # notebooks that train take the training sizes as parameters too
+        assert {"SAMPLES", "BATCH"} <= defined
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "torch.set_num_threads(THREADS)" in code
+    assert sum(c.cell_type == "markdown" for c in nb.cells) >= 3, f"{name}: too little narration"
+
+
+# ---------------------------------------------------------------- execution
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs(name, kernel_name, tmp_path):
+    t0 = time.perf_counter()
+    nb = run_notebook(name, {**SMALL, **EXTRA.get(name, {})}, kernel_name, tmp_path)
+    TIMINGS[name] = time.perf_counter() - t0
+    text = stream_text(nb)
+    line = next(ln for ln in text.splitlines() if ln.startswith(MARK))
+    _, executable, prefix = line.split("|")
+    assert executable == sys.executable and prefix == sys.prefix  # the kernel ran this interpreter
+    assert all(o.output_type != "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    print(f"{name}: {TIMINGS[name]:.1f} s")
+
+
+def test_all_notebooks_run_in_a_few_minutes():
+    """The five small runs together stay a few minutes on a 2-core CPU (measured ~2 min under load)."""
+    if set(TIMINGS) != set(NOTEBOOKS):
+        pytest.skip("needs every notebook run in this session")
+    total = sum(TIMINGS.values())
+    print("notebook times: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()) + f"; total {total:.1f} s")
+    assert total < 300
