@@ -92,7 +92,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     cfg = PretrainConfig(seed=args.seed, steps=args.steps, vision_steps=args.vision_steps, batch=args.batch,
                          eval_every=args.eval_every, init_from=args.init_from,
-                         binding_ways=_int_range(args.binding_ways),
+                         binding_ways=_int_range(args.binding_ways), stop_at=args.stop_at,
                          **({"lr": args.lr} if args.lr is not None else {}),
                          **({"mix": _parse_mix(args.mix)} if args.mix else {}))
     summary = pretrain_teaching(args.out, cfg)
@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", default=None, help="continue from this teaching-VLM folder (skips the vision stage)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate of the episode stage (default 1.5e-3)")
     t.add_argument("--mix", default=None, help="task mix TASK=WEIGHT,... (normalised; default: the shipped mix)")
+    t.add_argument("--stop-at", type=int, default=None, help="stop after N steps of the --steps schedule (a snapshot mid-schedule)")
     t.add_argument("--binding-ways", default="2,2", help="LO,HI: n_way of training binding episodes (default 2,2)")
     t.set_defaults(func=cmd_pretrain)
 

@@ -339,6 +339,82 @@ def test_cached_generation_matches_no_cache_recomputation(vlm, z2):
         assert (gen.logits[1] - logits[1]).abs().max() > 1e-5
 
 
+@pytest.mark.parametrize("which", ["mha", "gqa"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_fused_path_equals_split_path(vlm, gqa_vlm, which, side):
+    """z2='masked': the fused single-SDPA path (default) gives the split formulation's logits and
+    gradients; 'faithful' and the α/w capture always take the split path."""
+    bb = vlm if which == "mha" else gqa_vlm
+    m = _adapter(bb)
+    batch = m.batch(_episodes(), with_answer=True, padding_side=side)
+    res = {}
+    for path in ("split", "auto"):
+        m.attention_path = path
+        m.zero_grad()
+        with m.attached():
+            logits = bb.forward(batch)
+            bb.loss(batch, logits).backward()
+        res[path] = (logits.detach(), [p.grad.clone() for p in m.parameters()])
+    real = batch.attention_mask.bool()
+    torch.testing.assert_close(res["auto"][0][real], res["split"][0][real], rtol=1e-4, atol=1e-4)
+    for a, b in zip(res["auto"][1], res["split"][1]):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert m.attention_path == "auto"
+    with pytest.raises(ValueError, match="attention_path"):
+        m.attention_path = "fast"
+    f = HiFICL(bb, HiFICLConfig(z2="faithful"))
+    with torch.no_grad(), f.attached():
+        with torch.profiler.profile() as prof:
+            bb.forward(batch)
+    assert any(e.key == "aten::logsumexp" for e in prof.key_averages())  # the split path computed log Z2
+    with torch.no_grad(), m.attached():
+        with torch.profiler.profile() as prof:
+            bb.forward(batch)
+    keys = {e.key for e in prof.key_averages()}
+    assert "aten::logsumexp" not in keys and "aten::einsum" not in keys  # fused: no separate log Z2 or mixing
+
+
+def test_unpadded_query_without_mask(vlm):
+    """One unpadded query: transformers hands the attention no mask (the stock sdpa's is_causal case).
+    Cached generation on the fused path equals a no-cache recomputation and the split path, and
+    the eager backbone agrees."""
+    m = _adapter(vlm)
+    ep = _episodes()[0]
+    batch = m.batch([ep], with_answer=False, padding_side="left")
+    assert batch.attention_mask.all()
+    lm = vlm.language_model
+    kw = dict(max_new_tokens=3, do_sample=False, num_beams=1, eos_token_id=vlm.eos_token_id,
+              pad_token_id=vlm.pad_token_id, output_logits=True, return_dict_in_generate=True)
+    gens = {}
+    with torch.no_grad():
+        for path in ("auto", "split"):
+            m.attention_path = path
+            with spy() as calls, m.attached():
+                gens[path] = lm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, **kw)
+            assert calls and all(c["mask"] is None for c in calls)  # prefill and decode steps: no mask built
+        emb, toks = batch.inputs_embeds, []
+        with m.attached():
+            for step in range(3):
+                last = lm(inputs_embeds=emb, use_cache=False).logits[:, -1]
+                torch.testing.assert_close(gens["auto"].logits[step], last, rtol=1e-4, atol=1e-4)
+                toks.append(last.argmax(-1))
+                emb = torch.cat([emb, vlm.embed_ids(toks[-1])[:, None]], 1)
+        old = vlm.text_config._attn_implementation
+        vlm.text_config._attn_implementation = "eager"
+        try:
+            with m.attached():
+                eager = lm(inputs_embeds=batch.inputs_embeds, use_cache=False).logits
+        finally:
+            vlm.text_config._attn_implementation = old
+        with m.attached():
+            fused = lm(inputs_embeds=batch.inputs_embeds, use_cache=False).logits
+    assert gens["auto"].sequences.tolist() == gens["split"].sequences.tolist() == [[t.item() for t in toks]]
+    for a, b in zip(gens["auto"].logits, gens["split"].logits):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(eager, fused, rtol=1e-4, atol=1e-4)
+
+
 def test_virtual_kv_formed_once_per_forward_and_refreshed_on_change(vlm):
     m = _adapter(vlm)
     batch = m.batch(_episodes(), with_answer=True)

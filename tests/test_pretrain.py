@@ -54,3 +54,16 @@ def test_unpredictable_items_format_operator():
         assert unpredictable_items(make_episode(task, 3, seed=0, index=1, split="train")) == {0}
         assert unpredictable_items(make_episode(task, 0, seed=0, index=1, split="train")) == set()
     assert unpredictable_items(make_episode("shapes-vqa", 3, seed=0, index=1, split="train")) == set()
+
+
+def test_stop_at_snapshots_mid_schedule(tmp_path):
+    import json
+
+    from mmict_core.backbones.pretrain import pretrain_teaching
+
+    with pytest.raises(ValueError, match="stop_at"):
+        PretrainConfig(steps=3, stop_at=4)
+    cfg = PretrainConfig(steps=4, stop_at=2, vision_steps=1, vision_batch=4, batch=2, eval_every=0, eval_episodes=0)
+    summary = pretrain_teaching(tmp_path / "m", cfg, progress=False)
+    meta = json.loads((tmp_path / "m" / "teaching.json").read_text())
+    assert meta["steps_done"] == 2 and summary["config"]["stop_at"] == 2

@@ -47,11 +47,14 @@ class PretrainConfig:
     eval_episodes: int = 32
     init_from: str | None = None  # continue from a saved teaching VLM (skips stage 1) instead of a fresh one
     binding_ways: tuple = (2, 2)  # n_way of training binding episodes, drawn uniformly in [lo, hi]
+    stop_at: int | None = None  # stop after this many steps of the `steps`-long schedule (None: run it all)
 
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.vision_steps < 0 or self.batch < 1:
             raise ValueError("steps and vision_steps must be >= 0 and batch >= 1")
+        if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
+            raise ValueError(f"stop_at must be between 1 and steps ({self.steps}), got {self.stop_at}")
         if abs(sum(self.mix.values()) - 1.0) > 1e-6:
             raise ValueError(f"task mix weights must sum to 1, got {sum(self.mix.values())}")
         unknown = set(self.mix) - set(DEFAULT_MIX) - {"binding-cued"}
@@ -256,7 +259,8 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
         opt.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.3f}")
-        last = step == cfg.steps - 1
+        done = step + 1
+        last = done == (cfg.stop_at or cfg.steps)
         if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
             model.eval()
             probe = quick_eval(vlm, cfg.eval_episodes, cfg.seed) if cfg.eval_episodes else {}
@@ -264,11 +268,14 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
             entry = {"stage": "episodes", "step": step + 1, "loss": round(ema, 4), "minutes": round((time.time() - t0) / 60, 2), **probe}
             log.append(entry)
             print(json.dumps(entry), flush=True)
-            vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": step + 1})
+            vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": done})
+        if last:
+            break
     model.eval()
     wall = time.time() - t0
     summary = {"config": asdict(cfg), "wall_seconds": round(wall, 1), "vision_seconds": round(t_vision, 1),
                "torch_threads": torch.get_num_threads(), "log": log}
-    vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": cfg.steps})
+    steps_done = min(cfg.stop_at or cfg.steps, cfg.steps)
+    vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": steps_done})
     (out / "train_log.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -15,7 +15,8 @@ from torch import nn
 
 from ..base import Handle, Method, MethodConfig, check_range, swap_attr
 from ..registry import register_method
-from .attention import _LAYERS, ATTN_NAME, hificl_attention_forward, hificl_mask
+from .attention import (_LAYERS, ATTENTION_PATHS, ATTN_NAME, hificl_attention_forward, hificl_mask, implicit_mask,
+                        prefix_visible)
 
 Z2_MODES = ("masked", "faithful")
 # implementations whose attention HiFICL reproduces as SA_out (eager itself; the rest through sdpa)
@@ -65,6 +66,20 @@ class HiFICL(Method):
         self._kv_key: tuple | None = None
         self._call = 0  # forward calls of the decoder while attached
         self.kv_computations = 0  # how often K_learn / V_learn were formed (benchmarks, tests)
+        self._memo: dict = {}  # per decoder call: this call's per-layer K/V and fused mask
+        self.attention_path = "auto"
+
+    @property
+    def attention_path(self) -> str:
+        """'auto': the fused single-SDPA path wherever it is exact (z2='masked', no capture), else
+        the split path; 'split': always the original split formulation (reference / before-timing)."""
+        return self._attention_path
+
+    @attention_path.setter
+    def attention_path(self, value: str) -> None:
+        if value not in ATTENTION_PATHS:
+            raise ValueError(f"attention_path must be one of {list(ATTENTION_PATHS)}, got {value!r}")
+        self._attention_path = value
 
     # -- the virtual keys and values ------------------------------------------------------------
     def _factors(self) -> tuple[nn.Parameter, ...]:
@@ -87,6 +102,45 @@ class HiFICL(Method):
 
     def _clear_kv(self) -> None:
         self._kv = self._kv_key = None
+        self._memo.clear()
+
+    def _this_call(self) -> dict:
+        """Scratch space for the current decoder forward call (emptied when the next one starts;
+        mutated in place: nn.Module.__setattr__ is slow)."""
+        memo = self._memo
+        key = (self._call, torch.is_grad_enabled())
+        if memo.get("key") != key:
+            memo.clear()
+            memo["key"] = key
+        return memo
+
+    def _layer_kv(self, layer: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K_learn, V_learn) of ``layer`` as (1, H, n, d_h) in ``dtype``: the cache check of
+        :meth:`virtual_kv` runs once per decoder call, not once per layer."""
+        memo = self._this_call()
+        kv = memo.get(("kv", device, dtype))
+        if kv is None:
+            K, V = self.virtual_kv()
+            kv = memo[("kv", device, dtype)] = (K.to(device, dtype).unsqueeze(1).unbind(0), V.to(device, dtype).unsqueeze(1).unbind(0))
+        return kv[0][layer], kv[1][layer]
+
+    def _fused_mask(self, mask: torch.Tensor | None, n: int, dtype: torch.dtype, q_len: int, k_len: int,
+                    device: torch.device) -> torch.Tensor | None:
+        """The decoder call's attention mask as an additive ``dtype`` mask with ``n`` always-visible
+        virtual-key columns in front, built once per call (every layer gets the same tensor).
+        None (no mask at all) where every key is visible: a decode step without padding."""
+        if mask is None and q_len == 1:
+            return None
+        memo = self._this_call()
+        if mask is None:
+            key = ("mask", None, q_len, k_len, n, dtype)
+        else:  # per-layer slices of one mask share its storage
+            key = ("mask", mask.data_ptr(), tuple(mask.shape), mask.stride(), mask.dtype, n, dtype)
+        hit = memo.get("mask")
+        if hit is None or hit[0] != key:
+            base = implicit_mask(q_len, k_len, device) if mask is None else mask
+            hit = memo["mask"] = (key, prefix_visible(base, n, dtype))
+        return hit[1]
 
     # -- injection ------------------------------------------------------------------------------
     def _attach(self) -> list[Handle]:
@@ -129,4 +183,4 @@ class HiFICL(Method):
         return s["layers"] * s["heads"] * 2 * (c.n_virtual * c.rank + c.rank * s["head_dim"])
 
 
-__all__ = ["HiFICL", "HiFICLConfig", "ATTN_NAME", "hificl_attention_forward", "hificl_mask", "Z2_MODES"]
+__all__ = ["HiFICL", "HiFICLConfig", "ATTN_NAME", "ATTENTION_PATHS", "hificl_attention_forward", "hificl_mask", "Z2_MODES"]

@@ -15,6 +15,14 @@ mixes in the virtual keys/values with the exact softmax weights:
     α      = exp(log Z2 − logaddexp(log Z1, log Z2))
     w      = exp(S_D − logaddexp(log Z1, log Z2))
     out    = α·SA(q, K, V) + w·V_learn
+
+Two paths compute this.  With z2='masked' the mix is exactly softmax attention over
+``[K_learn ; K]`` and ``[V_learn ; V]`` with the virtual keys always visible (spec §9.3), so the
+*fused* path prepends the virtual keys/values and makes one scaled-dot-product-attention call
+(one kernel, no second q·Kᵀ for log Z2, no separate mixing).  The *split* path above is the
+original formulation; it is used for z2='faithful' (an unmasked Z2 is not a softmax over the
+sequence's visible keys), while α and w are being captured, and when ``attention_path='split'``
+is set on the adapter (the reference the benchmarks time the fused path against).
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import HiFICL
 
 ATTN_NAME = "mmict_hificl"
+ATTENTION_PATHS = ("auto", "split")  # auto: fused where the math allows (z2='masked', no capture)
 _NEG = torch.finfo(torch.float32).min  # masked score: exp() is exactly 0, and never NaN in backward
 
 # id(attention module) -> (adapter, layer index, the implementation it replaced)
@@ -37,17 +46,23 @@ _LAYERS: dict[int, tuple["HiFICL", int, str | None]] = {}
 
 
 def hificl_mask(*args, **kwargs):
-    """``sdpa_mask``, always materialised: (B, 1, T, T_k) bool, True = attend.
-
-    sdpa_mask returns None for unpadded causal input (sdpa then uses ``is_causal``); the masked Z2
-    needs the mask itself, so the skip is turned off."""
-    kwargs["allow_is_causal_skip"] = False
+    """The mask the LM builds while HiFICL is attached: exactly ``sdpa_mask``, a (B, 1, T, T_k) bool
+    mask (True = attend) — or None where the stock sdpa would rely on ``is_causal`` (no padding), so
+    that common case costs no mask at all; :func:`implicit_mask` spells it out where one is needed."""
     return sdpa_mask(*args, **kwargs)
 
 
-def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
-    """Bottom-right aligned causal mask (query t sees keys <= t + k_len - q_len).  (1, 1, T, T_k) bool"""
-    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)[None, None]
+def implicit_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """What a None mask means to the stock sdpa (``is_causal = q_len > 1``, torch's top-left
+    alignment): query t sees keys <= t when q_len > 1, every key when q_len == 1.  transformers
+    hands None only when that is the right mask (q_len == 1, q_len == k_len, or a prefill into an
+    empty static cache).  (1, 1, T, T_k) bool"""
+    if q_len == 1:
+        return torch.ones(1, 1, 1, k_len, dtype=torch.bool, device=device)
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril()[None, None]
+
+
+causal_mask = implicit_mask  # the earlier name
 
 
 def _stock_attention(module: torch.nn.Module, base: str | None):
@@ -81,10 +96,60 @@ def hificl_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     B, H, T, d = query.shape
     T_k = key.shape[2]
     scaling = d ** -0.5 if scaling is None else scaling
-    if attention_mask is None:  # a path that built no mask: plain causal, bottom-right for decode steps
-        attention_mask = causal_mask(T, T_k, query.device)
-    else:
+    if attention_mask is not None and attention_mask.shape[-1] != T_k:
         attention_mask = attention_mask[..., :T_k]  # static caches may hand a longer mask
+    if method.config.z2 == "masked" and method._capture is None and method.attention_path == "auto":
+        return _fused(method, layer, query, key, value, attention_mask, scaling, dropout)
+    if attention_mask is None:  # the split path needs the mask itself (masked Z2, eager's additive mask)
+        attention_mask = implicit_mask(T, T_k, query.device)
+    return _split(module, method, layer, base, query, key, value, attention_mask, scaling, dropout, **kwargs)
+
+
+def _fused(method: "HiFICL", layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+           attention_mask: torch.Tensor | None, scaling: float, dropout: float) -> tuple[torch.Tensor, None]:
+    """z2='masked': one SDPA call over [K_learn ; K], [V_learn ; V], the virtual keys always visible.
+
+    softmax over the concatenation = Z2/(Z1+Z2)·softmax(real) + exp(s·q·K_learnᵀ)/(Z1+Z2) on the
+    virtual slots, i.e. α·SA_out + w·V_learn with the masked Z2 — the same numbers as the split
+    path, in one kernel.  query (B, H, T, d); key/value (B, H_kv, T_k, d) -> ((B, T, H, d), None)."""
+    B, H, T, _ = query.shape
+    dtype = in_dtype = query.dtype
+    if dtype not in (torch.float32, torch.float64):  # half precision: fp32, as the split path
+        dtype = torch.float32
+        query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    K, V = method._layer_kv(layer, query.device, dtype)  # (1, H, n, d) each
+    if B != 1:
+        K, V = K.expand(B, -1, -1, -1), V.expand(B, -1, -1, -1)
+    n_rep = H // key.shape[1]
+    if n_rep != 1:
+        key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
+    k = torch.cat([K, key], 2)  # (B, H, n + T_k, d)
+    v = torch.cat([V, value], 2)
+    mask = method._fused_mask(attention_mask, K.shape[2], dtype, T, key.shape[2], query.device)  # additive or None
+    out = torch.nn.functional.scaled_dot_product_attention(query, k, v, attn_mask=mask, dropout_p=dropout,
+                                                           scale=scaling)  # (B, H, T, d)
+    return out.transpose(1, 2).contiguous().to(in_dtype), None
+
+
+def prefix_visible(mask: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """``mask`` (..., T, T_k) — bool (True = visible) or additive — as an additive ``dtype`` mask
+    with ``n`` always-visible key columns in front.  (..., T, n + T_k)
+
+    Additive, so SDPA does not convert a boolean mask again in every layer; -inf is safe because
+    the virtual columns leave no row fully masked."""
+    if mask.dtype == torch.bool:
+        add = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    else:  # additive float mask: 0 = visible
+        add = mask.to(dtype)
+    front = torch.zeros((*mask.shape[:-1], n), dtype=dtype, device=mask.device)
+    return torch.cat([front, add], -1)
+
+
+def _split(module: torch.nn.Module, method: "HiFICL", layer: int, base: str | None, query: torch.Tensor,
+           key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor, scaling: float, dropout: float,
+           **kwargs) -> tuple[torch.Tensor, None]:
+    """The original formulation: stock attention, log Z2 from a second q·Kᵀ, then the mix."""
+    B, H, T, d = query.shape
 
     # term 1: the backbone's own causal attention
     stock, wants_float = _stock_attention(module, base)

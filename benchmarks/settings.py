@@ -1,0 +1,79 @@
+"""What each benchmark run measures: the full run (under 10 minutes on a 2-core CPU) and --quick."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# the LM sizes of the tiny random configs scaled up (teaching_config keyword arguments)
+SCALED_FULL = (
+    dict(lm_hidden=512, lm_layers=8, lm_heads=8, lm_intermediate=1376),  # ~22 M LM parameters
+    dict(lm_hidden=1024, lm_layers=12, lm_heads=16, lm_intermediate=2816),  # ~151 M
+    dict(lm_hidden=1536, lm_layers=16, lm_heads=16, lm_intermediate=4096),  # ~453 M (1.8 GB in fp32)
+)
+SCALED_QUICK = (dict(lm_hidden=256, lm_layers=4, lm_heads=4, lm_intermediate=688),)
+
+
+@dataclass
+class Settings:
+    quick: bool = False
+    threads: int = 1  # torch intra-op threads for every timing (tiny models: 1 is the least noisy)
+    jobs: int = 2  # worker processes for the data-efficiency / shot-scaling training runs
+    seed: int = 0
+    task: str = "binding"  # with fixed_binding: one colour -> word binding for train and test
+    fixed_binding: bool = True
+
+    # 1. inference
+    icl_shots: tuple = (1, 2, 4, 8, 16)
+    mmict_shots: int = 4
+    new_tokens: int = 3  # generated per query (min = max, so every configuration decodes as many)
+    latency_rounds: int = 25
+    latency_episodes: int = 5  # distinct queries, cycled over the rounds (the same for every configuration)
+    scaled_inference: dict = field(default_factory=lambda: dict(lm_hidden=512, lm_layers=8, lm_heads=8, lm_intermediate=1376))
+    scaled_rounds: int = 10
+
+    # 2. training
+    train_batch: int = 8
+    train_rounds: int = 6
+    train_extra: tuple = (("mimic", (("train_shots", 16),)),)  # extra rows: (method, config overrides)
+    memory_repeats: int = 2
+
+    # 3. backbone
+    scaled_configs: tuple = SCALED_FULL
+    backbone_rounds: int = 3
+    backbone_tokens: int = 64  # query length of the forward timed per backbone (batch 1)
+
+    # 4. data efficiency and shot scaling
+    data_methods: tuple = ("hificl", "mimic", "m2iv", "lora")
+    data_samples: tuple = (50, 200, 1000)
+    data_steps: int = 120
+    data_batch: int = 8
+    eval_episodes: int = 100
+    shot_icl: tuple = (0, 1, 2, 4, 8, 16, 32, 64, 72)  # 72 demos (1,094 tokens) no longer fit the 1,024-token context
+    shot_m2iv: tuple = ((2, 1), (8, 1), (16, 1), (72, 2))  # (train_shots, teacher_sets): 72 = 2 contexts of 36
+    shot_samples: int = 200  # training samples of the M2IV shot runs (the 8-shot run is shared with data efficiency)
+
+    # 5. hot path
+    hot_rounds: int = 20
+    hot_batch: int = 8
+    profile_iters: int = 10
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def full_settings(**overrides) -> Settings:
+    return Settings(**overrides)
+
+
+def quick_settings(**overrides) -> Settings:
+    s = Settings(
+        quick=True, jobs=1,
+        icl_shots=(1, 8), latency_rounds=3, latency_episodes=2, scaled_inference=dict(lm_hidden=256, lm_layers=4, lm_heads=4, lm_intermediate=688),
+        scaled_rounds=2, train_batch=2, train_rounds=2, memory_repeats=1,
+        scaled_configs=SCALED_QUICK, backbone_rounds=2, backbone_tokens=16,
+        data_samples=(8, 32), data_steps=3, data_batch=2, eval_episodes=8,
+        shot_icl=(0, 2, 8, 72), shot_m2iv=((2, 1), (8, 2)), shot_samples=8,
+        hot_rounds=3, hot_batch=2, profile_iters=2,
+    )
+    for k, v in overrides.items():
+        setattr(s, k, v)
+    return s

@@ -1,0 +1,213 @@
+"""The benchmark helpers against independent arithmetic, the PASS/FAIL logic, and a --quick run
+that must produce a report with every section."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder of the repository, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import report as rep  # noqa: E402
+from benchmarks.backbone import weight_bytes  # noqa: E402
+from benchmarks.data_efficiency import plan  # noqa: E402
+from benchmarks.settings import full_settings, quick_settings  # noqa: E402
+from benchmarks.stats import Goal, peak_rss_delta, ratio, ratios, round_robin, summarize, timed  # noqa: E402
+
+
+# -- summaries, ratios ----------------------------------------------------------------------------
+
+def test_summarize_min_median():
+    s = summarize([0.3, 0.1, 0.2, 0.5])
+    assert s == {"min": 0.1, "median": (0.2 + 0.3) / 2, "n": 4}
+    assert summarize([4, 1, 3]) == {"min": 1.0, "median": 3.0, "n": 3}
+    assert summarize([7]) == {"min": 7.0, "median": 7.0, "n": 1}
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_ratio_and_ratios():
+    assert ratio(6.0, 3.0) == 2.0 and ratio(1, 4) == 0.25
+    assert ratio(1.0, 0.0) is None and ratio(None, 1.0) is None and ratio(1.0, None) is None
+    assert ratio(float("nan"), 1.0) is None and ratio(1.0, -2.0) is None
+    sums = {"ref": {"median": 2.0, "min": 1.0}, "a": {"median": 3.0, "min": 4.0}}
+    assert ratios(sums, "ref") == {"ref": 1.0, "a": 1.5}
+    assert ratios(sums, "ref", "min") == {"ref": 1.0, "a": 4.0}
+
+
+# -- timing ---------------------------------------------------------------------------------------
+
+def test_round_robin_interleaves_and_discards_warmup():
+    order: list[tuple[str, int]] = []
+
+    def task(label, value):
+        def t(r):
+            order.append((label, r))
+            return value
+        return t
+
+    out = round_robin({"a": task("a", 1.0), "b": task("b", 2.0), "c": task("c", 3.0)}, rounds=4, warmup=1)
+    assert out == {"a": [1.0] * 4, "b": [2.0] * 4, "c": [3.0] * 4}
+    assert len(order) == 3 * 5  # one warm-up round + 4
+    rounds = [order[i:i + 3] for i in range(0, len(order), 3)]
+    for chunk in rounds:  # every round runs each configuration exactly once (interleaved, not blocked)
+        assert sorted(label for label, _ in chunk) == ["a", "b", "c"]
+    firsts = [chunk[0][0] for chunk in rounds[1:]]
+    assert len(set(firsts)) == 3  # the order rotates: no configuration always goes first
+    with pytest.raises(ValueError):
+        round_robin({"a": task("a", 1.0)}, rounds=0)
+
+
+def test_timed_leaves_setup_out():
+    t = timed(lambda: None, setup=lambda: time.sleep(0.05))
+    assert t(0) < 0.04
+    assert timed(lambda: time.sleep(0.02))(0) >= 0.015
+
+
+def test_peak_rss_delta_sees_an_allocation():
+    def alloc():
+        x = bytearray(64 * 2**20)
+        x[::4096] = b"\1" * len(x[::4096])  # touch every page
+        return len(x)
+
+    delta = peak_rss_delta(alloc)
+    if delta is None:
+        pytest.skip("no /proc peak-RSS reset on this system")
+    assert 56 * 2**20 <= delta <= 200 * 2**20
+
+
+def test_weight_bytes_counts_each_tensor_once():
+    lin = torch.nn.Linear(10, 6)  # 10*6 weights + 6 biases, fp32
+    assert weight_bytes(lin) == (10 * 6 + 6) * 4
+    tied = torch.nn.Module()
+    tied.a = torch.nn.Embedding(5, 3)
+    tied.b = torch.nn.Linear(3, 5, bias=False)
+    tied.b.weight = tied.a.weight  # tied: one tensor
+    tied.register_buffer("buf", torch.zeros(7, dtype=torch.float16))
+    assert weight_bytes(tied) == 5 * 3 * 4 + 7 * 2
+
+
+# -- goals ----------------------------------------------------------------------------------------
+
+def test_goal_boundaries():
+    assert Goal("x", 1.15, "<=", 1.15).passed and not Goal("x", 1.1500001, "<=", 1.15).passed
+    assert Goal("x", 3.0, ">=", 3.0).passed and not Goal("x", 2.99, ">=", 3.0).passed
+    assert not Goal("x", None, "<=", 1.0).passed and Goal("x", None, "<=", 1.0).status == "FAIL"
+    assert not Goal("x", float("nan"), ">=", 0.0).passed
+    assert Goal("x", 0.1, "<=", 0.2).line().startswith("[PASS]")
+    with pytest.raises(ValueError):
+        Goal("x", 1.0, "<", 2.0)
+
+
+def _inf_row(label, kind, median, tokens=10, fwd=None):
+    q = {"min": median, "median": median, "n": 3}
+    f = {"min": fwd or median, "median": fwd or median, "n": 3}
+    return {"label": label, "kind": kind, "shots": 0, "lm_tokens": tokens, "query_s": q, "forward_s": f,
+            "query_ratio_median": median / 0.010, "forward_ratio_median": (fwd or median) / 0.010}
+
+
+def test_goals_from_a_synthetic_report():
+    report = {
+        "inference": {"teaching": {"rows": [
+            _inf_row("0-shot", "reference", 0.010),
+            _inf_row("ICL 8-shot", "icl", 0.036, tokens=130),
+            _inf_row("HiFICL", "adapter", 0.011),  # 1.10x: PASS
+            _inf_row("MimIC", "adapter", 0.0116),  # 1.16x: FAIL
+            _inf_row("HiFICL (split path = before)", "adapter (reference path)", 0.02),  # not a goal
+            _inf_row("MMICT 4 demos", "adapter (demos)", 0.02),  # reads demos: not a 0-demo goal
+        ]}},
+        "training": {"rows": [{"method": "hificl", "step_s": {"median": 0.02}, "flops": 10, "train_shots": 0},
+                              {"method": "mimic", "step_s": {"median": 0.1}, "flops": 40, "train_shots": 4}]},
+        "backbone": {"configs": [{"name": "a", "fp16_lm_bytes": 200, "rows": [{"quant": "4bit", "lm_vs_fp16": 0.36, "lm_weight_bytes": 72}]},
+                                 {"name": "b", "fp16_lm_bytes": 200, "rows": [{"quant": "4bit", "lm_vs_fp16": 0.30, "lm_weight_bytes": 60}]}]},
+    }
+    got = {g.name: g for g in rep.goals(report)}
+    status = {n: g.status for n, g in got.items()}
+    assert status["HiFICL at 0 demos: per-query latency / plain 0-shot (median)"] == "PASS"
+    assert status["MimIC at 0 demos: per-query latency / plain 0-shot (median)"] == "FAIL"
+    assert not any("split" in n or "MMICT" in n for n in got)
+    icl = got["ICL 8-shot / HiFICL at 0 demos: per-query latency (median)"]
+    assert math.isclose(icl.value, 0.036 / 0.011) and icl.status == "PASS"  # 3.27 >= 3
+    tr = got["HiFICL training step / MimIC's (time, median)"]
+    assert math.isclose(tr.value, 0.2) and tr.status == "PASS"  # exactly at the limit
+    assert status["[a] 4-bit LM weights / fp16 (2 B per LM parameter)"] == "FAIL"
+    assert status["[b] 4-bit LM weights / fp16 (2 B per LM parameter)"] == "PASS"
+    # sections that did not run are FAIL ('not measured'), never silently absent
+    empty = rep.goals({})
+    assert len(empty) == 4 and all(g.status == "FAIL" and g.value is None for g in empty)
+
+
+def test_data_plan_merges_the_shared_m2iv_run():
+    s = full_settings()
+    jobs = plan(s)
+    trains = [j for j in jobs if j["kind"] == "train"]
+    assert sum(j["kind"] == "icl" for j in jobs) == 1
+    # 4 methods x 3 sample sizes, plus the M2IV shot runs other than the default 8-shot one (shared)
+    assert len(trains) == len(s.data_methods) * len(s.data_samples) + len(s.shot_m2iv) - 1
+    keys = [(j["method"], j["samples"], tuple(sorted(j["overrides"].items()))) for j in trains]
+    assert len(keys) == len(set(keys))
+    assert ("m2iv", 200, (("teacher_sets", 2), ("train_shots", 72))) in keys
+    assert quick_settings().quick and quick_settings(jobs=3).jobs == 3
+
+
+# -- the --quick run ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    from benchmarks.cli import run
+
+    out = tmp_path_factory.mktemp("bench")
+    report = run(quick=True, out=out, log=lambda *a: None)
+    return out, report
+
+
+def test_quick_run_writes_every_section(quick_report):
+    out, report = quick_report
+    assert report["meta"]["errors"] == {}
+    data = json.loads((out / "report.json").read_text())
+    for section in rep.SECTIONS:
+        assert section in data and data[section], section
+    md = (out / "report.md").read_text()
+    for header in ("## Goals", "## 1. Inference", "## 2. Training", "## 3. Backbone", "## 4. Data efficiency",
+                   "## 5. HiFICL hot path", "## Settings"):
+        assert header in md
+    for fig in data["figures"]:
+        assert (out / fig).is_file()
+    assert {"fig_inference.html", "fig_training.html", "fig_backbone.html", "fig_data_efficiency.html", "fig_shots.html",
+            "fig_hotpath.html"} <= set(data["figures"])
+    # every inference configuration asked for is there, each with its ratio to the 0-shot query
+    labels = [r["label"] for r in data["inference"]["teaching"]["rows"]]
+    for want in ("0-shot", "HiFICL", "MimIC", "LIVE", "M2IV", "LoRA merged", "LoRA unmerged"):
+        assert want in labels
+    assert any(lab.startswith("ICL ") for lab in labels) and any(lab.startswith("MMICT") for lab in labels)
+    rows = {r["label"]: r for r in data["inference"]["teaching"]["rows"]}
+    ref = rows["0-shot"]["query_s"]["median"]
+    for r in rows.values():
+        assert math.isclose(r["query_ratio_median"], r["query_s"]["median"] / ref, rel_tol=1e-9)
+        assert r["query_s"]["min"] <= r["query_s"]["median"]
+    assert rows["ICL 8-shot"]["lm_tokens"] > rows["0-shot"]["lm_tokens"] == rows["HiFICL"]["lm_tokens"]
+    methods = {r["method"] for r in data["training"]["rows"]}
+    assert {"hificl", "mimic", "live", "m2iv", "lora", "mmict"} <= methods
+    assert all(r["flops"] > 0 and r["trainable"] > 0 for r in data["training"]["rows"])
+    assert data["hotpath"]["max_abs_logit_diff"] < 1e-3 and data["hotpath"]["kv_products_per_generation"] == 1
+
+
+def test_quick_report_goals_agree_with_its_numbers(quick_report):
+    out, _ = quick_report
+    data = json.loads((out / "report.json").read_text())
+    recomputed = rep.goals(data)
+    assert [g["name"] for g in data["goals"]] == [g.name for g in recomputed]
+    for saved, g in zip(data["goals"], recomputed):
+        assert saved["status"] == g.status
+        if g.value is not None:
+            assert saved["status"] == ("PASS" if (g.value <= g.threshold if g.op == "<=" else g.value >= g.threshold) else "FAIL")
+    md = (out / "report.md").read_text()
+    for g in recomputed:
+        assert f"| **{g.status}** | {g.name} |" in md
