@@ -93,6 +93,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     cfg = PretrainConfig(seed=args.seed, steps=args.steps, vision_steps=args.vision_steps, batch=args.batch,
                          eval_every=args.eval_every, init_from=args.init_from,
                          binding_ways=_int_range(args.binding_ways), stop_at=args.stop_at,
+                         answer_marker=None if args.answer_marker is None else args.answer_marker == "on",
+                         image_norm=args.image_norm,
                          **({"lr": args.lr} if args.lr is not None else {}),
                          **({"mix": _parse_mix(args.mix)} if args.mix else {}))
     summary = pretrain_teaching(args.out, cfg)
@@ -251,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mix", default=None, help="task mix TASK=WEIGHT,... (normalised; default: the shipped mix)")
     t.add_argument("--stop-at", type=int, default=None, help="stop after N steps of the --steps schedule (a snapshot mid-schedule)")
     t.add_argument("--binding-ways", default="2,2", help="LO,HI: n_way of training binding episodes (default 2,2)")
+    t.add_argument("--answer-marker", choices=["on", "off"], default=None,
+                   help="off: each answer right after its image tokens, no <answer> marker (default: as the init)")
+    t.add_argument("--image-norm", type=float, default=None,
+                   help="rescale the projection so image tokens have this mean norm before the episode stage")
     t.set_defaults(func=cmd_pretrain)
 
     tr = sub.add_parser("train", help="train one method on one task and save the adapter")

@@ -67,3 +67,33 @@ def test_stop_at_snapshots_mid_schedule(tmp_path):
     summary = pretrain_teaching(tmp_path / "m", cfg, progress=False)
     meta = json.loads((tmp_path / "m" / "teaching.json").read_text())
     assert meta["steps_done"] == 2 and summary["config"]["stop_at"] == 2
+
+
+def test_answer_marker_off_and_image_norm(tmp_path):
+    """--answer-marker off puts each answer right after its image tokens (saved with the model);
+    --image-norm rescales the projection so image tokens get the asked mean norm."""
+    import numpy as np
+    import torch
+
+    from mmict_core.backbones import TeachingVLM
+    from mmict_core.backbones.pretrain import rescale_image_tokens
+    from mmict_core.data import shapes as sw
+
+    with pytest.raises(ValueError, match="image_norm"):
+        PretrainConfig(image_norm=0.0)
+    vlm = TeachingVLM.create(seed=0)
+    ep = make_episode("binding", 2, seed=0, index=0, split="val")
+    roles = [s.role for s in vlm.episode_segments(ep, with_answer=False)]
+    assert roles.count("marker") == 3
+    vlm.answer_marker_ids = []
+    segs = vlm.episode_segments(ep, with_answer=False)
+    assert [s.role for s in segs] == ["bos"] + ["prompt", "image", "answer"] * 2 + ["prompt", "image"]
+    vlm.save(tmp_path / "m")
+    assert TeachingVLM.load(tmp_path / "m").answer_marker_ids == []
+
+    factor = rescale_image_tokens(vlm, 2.0, seed=1)
+    rng = np.random.default_rng(1)  # the same scenes the function measured
+    images = [sw.render_scene(sw.sample_scene(rng)) for _ in range(64)]
+    with torch.no_grad():
+        norm = vlm.encode_images(images).norm(dim=-1).mean().item()
+    assert factor > 0 and norm == pytest.approx(2.0, rel=1e-4)

@@ -23,6 +23,7 @@ from ..data import digits as dg
 from ..data import make_episode, shapes as sw
 from ..data.tasks import Binding, episode_rng
 from .teaching import TeachingVLM
+from .tokenizer import ANSWER
 
 DEFAULT_MIX = {"shapes-vqa": 0.18, "shapes-caption": 0.07, "digits": 0.12, "binding": 0.32, "operator": 0.15, "format": 0.16}
 
@@ -48,11 +49,15 @@ class PretrainConfig:
     init_from: str | None = None  # continue from a saved teaching VLM (skips stage 1) instead of a fresh one
     binding_ways: tuple = (2, 2)  # n_way of training binding episodes, drawn uniformly in [lo, hi]
     stop_at: int | None = None  # stop after this many steps of the `steps`-long schedule (None: run it all)
+    answer_marker: bool | None = None  # False: answers right after the image tokens (None: as the init has it)
+    image_norm: float | None = None  # rescale the projection so image tokens have this mean norm (None: keep)
 
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.vision_steps < 0 or self.batch < 1:
             raise ValueError("steps and vision_steps must be >= 0 and batch >= 1")
+        if self.image_norm is not None and not self.image_norm > 0:
+            raise ValueError(f"image_norm must be > 0, got {self.image_norm}")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
             raise ValueError(f"stop_at must be between 1 and steps ({self.steps}), got {self.stop_at}")
         if abs(sum(self.mix.values()) - 1.0) > 1e-6:
@@ -210,6 +215,22 @@ def training_batch(vlm: TeachingVLM, episodes):
     return vlm.assemble(seqs)
 
 
+@torch.no_grad()
+def rescale_image_tokens(vlm: TeachingVLM, norm: float, seed: int) -> float:
+    """Scale the language projection (weight and bias) so the image tokens of 64 training scenes
+    have mean L2 norm ``norm``; returns the factor.  Image tokens far larger than word embeddings
+    drown what attention writes into their residual stream."""
+    rng = np.random.default_rng(seed)
+    images = [sw.render_scene(sw.sample_scene(rng)) for _ in range(64)]
+    feats = vlm.encode_images(images)  # (64, Q, d)
+    factor = norm / float(feats.norm(dim=-1).mean())
+    proj = vlm.model.language_projection
+    proj.weight.mul_(factor)
+    if proj.bias is not None:
+        proj.bias.mul_(factor)
+    return factor
+
+
 def quick_eval(vlm: TeachingVLM, n: int, seed: int) -> dict:
     from ..evaluate.icl import evaluate_icl
 
@@ -229,6 +250,10 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
     t0 = time.time()
     vlm = TeachingVLM.create(seed=cfg.seed) if cfg.init_from is None else TeachingVLM.load(cfg.init_from)
     vlm.model.requires_grad_(True)
+    if cfg.answer_marker is not None:
+        vlm.answer_marker_ids = [vlm.tokenizer.token_to_id(ANSWER)] if cfg.answer_marker else []
+    if cfg.image_norm is not None:
+        rescale_image_tokens(vlm, cfg.image_norm, cfg.seed)
     log: list = []
     if cfg.init_from is None:
         pretrain_vision(vlm, cfg, log)

@@ -55,7 +55,7 @@ class InstructBlipBackbone(VLMBackbone):
     """A VLM built from ``InstructBlipForConditionalGeneration`` (teaching VLM or real checkpoints)."""
 
     def __init__(self, model: InstructBlipForConditionalGeneration, tokenizer: Tokenizer, *, image_size: int,
-                 name: str = "instructblip", quant: str = "none"):
+                 name: str = "instructblip", quant: str = "none", answer_marker: bool = True):
         self.model = model.eval()
         model.requires_grad_(False)  # frozen: methods train their own parameters (pretraining unfreezes)
         keep_4bit_trainable(model)  # adapters must get gradients through 4-bit layers
@@ -69,7 +69,8 @@ class InstructBlipBackbone(VLMBackbone):
         self.image_token_id = tokenizer.token_to_id(IMAGE)
         self.sep_token_id = tokenizer.token_to_id(SEP)
         marker = tokenizer.token_to_id(ANSWER)
-        self.answer_marker_ids = [marker] if marker is not None else []
+        # `answer_marker`: False puts each answer right after its image tokens (no marker between)
+        self.answer_marker_ids = [marker] if marker is not None and answer_marker else []
         self.num_query_tokens = int(model.config.num_query_tokens)
 
     # text
@@ -175,7 +176,8 @@ class TeachingVLM(InstructBlipBackbone):
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save(str(path / "tokenizer.json"))
-        meta = {"image_size": self.image_size, "name": self.name, **(metadata or {})}
+        meta = {"image_size": self.image_size, "name": self.name, "answer_marker": bool(self.answer_marker_ids),
+                **(metadata or {})}
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -199,4 +201,5 @@ class TeachingVLM(InstructBlipBackbone):
         if qcfg is None:
             model = model.to(device)
         tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-        return cls(model, tok, image_size=meta["image_size"], name=meta.get("name", "teaching-vlm"), quant=quant)
+        return cls(model, tok, image_size=meta["image_size"], name=meta.get("name", "teaching-vlm"), quant=quant,
+                   answer_marker=meta.get("answer_marker", True))
