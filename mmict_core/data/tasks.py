@@ -71,6 +71,11 @@ class Task(ABC):
     def generate(self, rng: np.random.Generator, split: str, pool_size: int) -> tuple[list[Example], Example, dict]:
         """Draw an episode pool of ``pool_size`` candidate demonstrations, a query and the hidden info."""
 
+    def generate_episode(self, rng: np.random.Generator, split: str, pool_size: int,
+                         index: int) -> tuple[list[Example], Example, dict]:
+        """``generate`` for episode ``index``: tasks with a fixed query list (local datasets) ask query ``index``."""
+        return self.generate(rng, split, pool_size)
+
     # -- helpers -------------------------------------------------------------------------------
     def _ex(self, image: np.ndarray, prompt: str, answer: str, **meta: Any) -> Example:
         return Example(images=[image], prompt=prompt, answers=[answer], task=self.name, meta=meta)
@@ -311,7 +316,12 @@ def get_task(name: str | Task, **options: Any) -> Task:
     if isinstance(name, Task):
         return name
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+        from .real import LOCAL_DATASETS, local_task  # datasets read from local files (need root=...)
+
+        if name in LOCAL_DATASETS:
+            return local_task(name, **options)
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}; local datasets "
+                         f"(root=...): {', '.join(LOCAL_DATASETS)}")
     return TASKS[name](**options)
 
 
@@ -342,7 +352,7 @@ def make_episode(
     task = get_task(task)
     pool_size = task.default_pool_size if pool_size is None else pool_size
     pool_size = max(pool_size, 1)
-    pool, query, info = task.generate(episode_rng(seed, split, task.name, index), split, pool_size)
+    pool, query, info = task.generate_episode(episode_rng(seed, split, task.name, index), split, pool_size, index)
     validate_k(k, pool, what=f"{task.name} episode pool")
     sel_rng = episode_rng(seed, split, task.name, index, stream=1)
     idx = select_demos(selection, pool, query, k, sel_rng, embed_fn=embed_fn, fixed_indices=fixed_indices)

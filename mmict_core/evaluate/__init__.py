@@ -1,0 +1,1 @@
+"""Metrics (one per module, no model imports) and the evaluation loops."""
