@@ -9,8 +9,11 @@ from __future__ import annotations
 import torch
 
 QUANT_MODES = ("none", "8bit", "4bit")
-DEFAULT_SKIP = ["vision_model", "qformer", "language_projection", "lm_head", "query_tokens",
-                "vision_tower", "multi_modal_projector", "visual", "connector", "perceiver"]
+_FULL_PRECISION = ["vision_model", "qformer", "language_projection", "query_tokens",
+                   "vision_tower", "multi_modal_projector", "visual", "connector", "perceiver"]
+# transformers 5.x matches a skip name from the *start* of a module's full name (or as its suffix);
+# LLaVA / Idefics / Qwen-VL keep their vision tower and connector under ``model.``, so both spellings
+DEFAULT_SKIP = _FULL_PRECISION + [f"model.{n}" for n in _FULL_PRECISION] + ["lm_head"]
 
 
 def quantization_config(quant: str, skip_modules: list[str] | None = None, compute_dtype: torch.dtype | None = None):
