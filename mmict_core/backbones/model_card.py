@@ -61,6 +61,23 @@ def _status(reports: list[dict]) -> str:
             "shown words* without yet matching the query's colour.")
 
 
+def _command(cfg: dict) -> str:
+    """The `mmict pretrain-teaching` command line of a continuation run's config."""
+    mix = ",".join(f"{k}={v:g}" for k, v in cfg["mix"].items())
+    parts = [f"mmict pretrain-teaching --out DIR --init-from PREVIOUS --seed {cfg['seed']} --steps {cfg['steps']}"]
+    if cfg.get("stop_at"):
+        parts.append(f"--stop-at {cfg['stop_at']}")
+    parts.append(f"--lr {cfg['lr']:g} --mix {mix}")
+    ways = cfg.get("binding_ways") or (2, 2)
+    if tuple(ways) != (2, 2):
+        parts.append(f"--binding-ways {ways[0]},{ways[1]}")
+    if cfg.get("answer_marker") is not None:
+        parts.append(f"--answer-marker {'on' if cfg['answer_marker'] else 'off'}")
+    if cfg.get("image_norm") is not None:
+        parts.append(f"--image-norm {cfg['image_norm']:g}")
+    return " ".join(parts)
+
+
 def write_model_card(folder: str | Path, reports: list[dict], eval_command: str) -> Path:
     folder = Path(folder)
     log = json.loads((folder / "train_log.json").read_text())
@@ -68,19 +85,24 @@ def write_model_card(folder: str | Path, reports: list[dict], eval_command: str)
     from safetensors.torch import load_file
 
     n_params = sum(t.numel() for t in load_file(str(folder / "model.safetensors")).values())
-    base = folder / "train_log_base.json"
-    if cfg.get("init_from") and base.is_file():  # two-stage recipe: describe the base run, then the continuation
-        blog = json.loads(base.read_text())
-        bcfg = blog["config"]
-        cont = (f"3. Continuation: `mmict pretrain-teaching --out DIR2 --init-from DIR --seed {cfg['seed']} --steps {cfg['steps']} "
-                f"--lr {cfg['lr']}` — the same episode stage again from the first run's weights ({cfg['steps']} steps, "
-                f"warmup {cfg['warmup']}, cosine), {log['wall_seconds'] / 60:.1f} min. Log of the first run: `train_log_base.json`.")
-        log_all = [e for e in blog["log"] if e.get("stage") == "episodes"] + [
-            dict(e, step=f"+{e['step']}") for e in log["log"] if e.get("stage") == "episodes"]
-        total_min = (blog["wall_seconds"] + log["wall_seconds"]) / 60
-        log, cfg = blog, bcfg
-    else:
-        cont, log_all, total_min = "", [e for e in log["log"] if e.get("stage") == "episodes"], log["wall_seconds"] / 60
+    # a continued checkpoint keeps the logs of the runs it started from: train_log_base.json (the
+    # from-scratch run), train_log_stage2.json, ... (earlier continuations), train_log.json (last)
+    stages = [folder / "train_log_base.json"] if cfg.get("init_from") else []
+    stages += sorted(folder.glob("train_log_stage*.json"), key=lambda p: int(p.stem.rsplit("stage", 1)[1]))
+    logs = [json.loads(p.read_text()) for p in stages if p.is_file()] + [log]
+    conts, log_all = [], []
+    for i, lg in enumerate(logs):
+        prefix = "" if i == 0 else f"{chr(ord('A') + i)}+"
+        log_all += [dict(e, step=f"{prefix}{e['step']}") for e in lg["log"] if e.get("stage") == "episodes"]
+        if i:
+            conts.append(f"{i + 2}. Continuation {chr(ord('A') + i)}: `{_command(lg['config'])}` — "
+                         f"{min(lg['config'].get('stop_at') or lg['config']['steps'], lg['config']['steps'])} steps "
+                         f"(warmup {lg['config']['warmup']}, cosine), {lg['wall_seconds'] / 60:.1f} min.")
+    cont = "\n".join(conts)
+    total_min = sum(lg["wall_seconds"] for lg in logs) / 60
+    log, cfg = logs[0], logs[0]["config"]
+    marker_note = "" if json.loads((folder / "teaching.json").read_text()).get("answer_marker", True) else \
+        " (the shipped checkpoint: no `<answer>` marker, each answer right after its image tokens)"
     probes = log_all
     curve = "\n".join(f"| {e['step']} | {e['minutes']} | {e['loss']} | {e.get('binding@4', '–')} | {e.get('format@2', '–')} | "
                       f"{e.get('shapes-vqa@0', '–')} | {e.get('operator@4', '–')} |" for e in probes)
@@ -108,7 +130,7 @@ the test/val episodes). Tasks and chance levels:
    {json.dumps(cfg['mix'])}; AdamW lr {cfg['lr']} (vision encoder x{cfg['vision_lr_scale']}), warmup {cfg['warmup']},
    cosine to {cfg['min_lr_ratio']}x; next-token loss on every answer (a demo's answer at position j is a j-shot target)
    except demo answers nothing before them determines (first binding demo of each colour, first
-   format / operator demo). Each item reads *prompt, image tokens, `<answer>`, answer, [EOS]*.
+   format / operator demo). Each item reads *prompt, image tokens, `<answer>`, answer, [EOS]*{marker_note}.
 {cont}
 
 Wall time: **{total_min:.1f} min** in all on {platform.machine()} with {log['torch_threads']} torch threads
