@@ -26,7 +26,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Tab("Backbone", id="backbone"):
             with gr.Row():
-                spec = gr.Textbox(value=studio.spec, label="Backbone (teaching, or a teaching-VLM folder)", scale=3)
+                spec = gr.Textbox(value=studio.spec, scale=3, label="Backbone (teaching, a teaching-VLM folder, "
+                                  "a checkpoint folder or a cached hub id)")
                 quant = gr.Radio(list(QUANT_MODES), value=studio.quant, label="Quantisation", scale=2)
                 load = gr.Button("Load backbone", scale=1)
             info = gr.Markdown()

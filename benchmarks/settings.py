@@ -11,6 +11,23 @@ SCALED_FULL = (
 )
 SCALED_QUICK = (dict(lm_hidden=256, lm_layers=4, lm_heads=4, lm_intermediate=688),)
 
+# tiny random configs of the real classes (mmict_core.backbones.tiny size overrides), per class smallest first;
+# candidates whose estimated fp32 peak exceeds ram_budget_gb are skipped before they are built (the 7B shapes)
+REAL_FULL = (
+    ("llava", (dict(lm_hidden=512, lm_layers=8, lm_heads=8, lm_kv_heads=8, lm_intermediate=1376),  # ~25 M (MHA, as Vicuna)
+               dict(lm_hidden=1024, lm_layers=12, lm_heads=16, lm_kv_heads=16, lm_intermediate=2816),  # ~160 M
+               dict(lm_hidden=4096, lm_layers=32, lm_heads=32, lm_kv_heads=32, lm_intermediate=11008))),  # Vicuna-7B shape
+    ("qwen2-vl", (dict(lm_hidden=512, lm_layers=8, lm_heads=8, lm_kv_heads=2, lm_intermediate=1376),  # GQA, as Qwen2
+                  dict(lm_hidden=1024, lm_layers=12, lm_heads=16, lm_kv_heads=4, lm_intermediate=2816),
+                  dict(lm_hidden=3584, lm_layers=28, lm_heads=28, lm_kv_heads=4, lm_intermediate=18944))),  # Qwen2-VL-7B shape
+)
+REAL_QUICK = (  # ~3 M parameters each (the 7B shapes: planned and skipped, as in the full run)
+    ("llava", (dict(lm_hidden=256, lm_layers=4, lm_heads=4, lm_kv_heads=4, lm_intermediate=688),
+               dict(lm_hidden=4096, lm_layers=32, lm_heads=32, lm_kv_heads=32, lm_intermediate=11008))),
+    ("qwen2-vl", (dict(lm_hidden=256, lm_layers=4, lm_heads=4, lm_kv_heads=2, lm_intermediate=688),
+                  dict(lm_hidden=3584, lm_layers=28, lm_heads=28, lm_kv_heads=4, lm_intermediate=18944))),
+)
+
 
 @dataclass
 class Settings:
@@ -40,6 +57,8 @@ class Settings:
     scaled_configs: tuple = SCALED_FULL
     backbone_rounds: int = 3
     backbone_tokens: int = 64  # query length of the forward timed per backbone (batch 1)
+    real_configs: tuple = REAL_FULL  # (kind, candidate LM sizes) of the tiny random real-class configs
+    ram_budget_gb: float = 8.0  # real-class sizes whose estimated fp32 peak exceeds this are skipped
 
     # 4. data efficiency and shot scaling
     data_methods: tuple = ("hificl", "mimic", "m2iv", "lora")
@@ -69,7 +88,7 @@ def quick_settings(**overrides) -> Settings:
         quick=True, jobs=1,
         icl_shots=(1, 8), latency_rounds=3, latency_episodes=2, scaled_inference=dict(lm_hidden=256, lm_layers=4, lm_heads=4, lm_intermediate=688),
         scaled_rounds=2, train_batch=2, train_rounds=2, memory_repeats=1,
-        scaled_configs=SCALED_QUICK, backbone_rounds=2, backbone_tokens=16,
+        scaled_configs=SCALED_QUICK, real_configs=REAL_QUICK, backbone_rounds=2, backbone_tokens=16,
         data_samples=(8, 32), data_steps=3, data_batch=2, eval_episodes=8,
         shot_icl=(0, 2, 8, 72), shot_m2iv=((2, 1), (8, 2)), shot_samples=8,
         hot_rounds=3, hot_batch=2, profile_iters=2,

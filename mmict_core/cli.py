@@ -1,4 +1,4 @@
-"""`mmict` — the command line: pretrain-teaching, eval, demo, tasks."""
+"""`mmict` — the command line: pretrain-teaching, eval, demo, tasks, train, compare, app, vlibrary, preset."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 
 STRATEGY_CHOICES = ("random", "similarity", "balanced")
+BACKBONE_HELP = ("backbone spec: 'teaching' (default: the shipped teaching VLM), a teaching-VLM folder, a local "
+                 "checkpoint folder (InstructBLIP, LLaVA, Idefics2/3, Qwen2-VL/2.5-VL) or a hub id already in the "
+                 "local Hugging Face cache (nothing is downloaded)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -52,9 +55,10 @@ def run_eval(args: argparse.Namespace) -> list[dict]:
                            selection=args.selection, batch_size=args.batch_size, progress=not args.quiet)
         report = {"task": task.name, "method": "icl", "quant": args.quant, "selection": args.selection,
                   "seed": args.seed, "chance": round(task.chance, 4), "chance_note": task.chance_note,
+                  "metric": res[0].metric,  # what "accuracy" measures (exact_match, vqa_accuracy, cider, ...)
                   "results": [{"shots": r.shots, "accuracy": round(r.accuracy, 4), "n": r.n} for r in res]}
         reports.append(report)
-        print(f"\n{task.name}  (method icl, quant {args.quant}, selection {args.selection}, "
+        print(f"\n{task.name}  (method icl, metric {res[0].metric}, quant {args.quant}, selection {args.selection}, "
               f"chance {task.chance:.3f}: {task.chance_note})")
         print(format_table([{"shots": r.shots, "accuracy": f"{r.accuracy:.3f}", "n": r.n} for r in res], ["shots", "accuracy", "n"]))
     print(f"\n(backbone loaded in {load_s:.1f}s; total {time.time() - t0:.1f}s)")
@@ -190,7 +194,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fixed-binding", action="store_true", help="binding: one binding for training and test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quant", choices=("none", "8bit", "4bit"), default="none")
-    p.add_argument("--backbone", default=None, help="teaching-VLM folder (default: the shipped one)")
+    p.add_argument("--backbone", default=None, help=BACKBONE_HELP)
 
 
 def cmd_vlibrary(args: argparse.Namespace) -> None:
@@ -235,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quant", choices=("none", "8bit", "4bit"), default="none")
     e.add_argument("--selection", choices=STRATEGY_CHOICES, default="random")
-    e.add_argument("--backbone", default=None, help="teaching-VLM folder (default: the shipped one)")
+    e.add_argument("--backbone", default=None, help=BACKBONE_HELP)
     e.add_argument("--batch-size", type=_positive, default=32)
     e.add_argument("--json", default=None, help="write the results here")
     e.add_argument("--quiet", action="store_true")
@@ -284,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_tasks)
 
     ap = sub.add_parser("app", help="the Gradio app (what `make demo` runs)")
-    ap.add_argument("--backbone", default=None, help="teaching (default) or a teaching-VLM folder")
+    ap.add_argument("--backbone", default=None, help=BACKBONE_HELP)
     ap.add_argument("--quant", default="none", choices=["none", "8bit", "4bit"])
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ap.add_argument("--port", type=int, default=7860)
@@ -319,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in (vl, vs, vf, va, vr):
         sp.add_argument("--root", default=None, help="library folder")
     v.set_defaults(func=cmd_vlibrary)
+
+    from .presets.command import add_parser as add_preset_parser  # `mmict preset list|show|run`
+
+    add_preset_parser(sub)
     return p
 
 

@@ -211,3 +211,80 @@ def test_quick_report_goals_agree_with_its_numbers(quick_report):
     md = (out / "report.md").read_text()
     for g in recomputed:
         assert f"| **{g.status}** | {g.name} |" in md
+
+
+# -- real-class backbone sizes under a RAM budget -------------------------------------------------
+
+def test_fp32_peak_and_budget_plan_by_hand():
+    from benchmarks.backbone import fp32_peak_bytes, max_parameters_under, plan_under_budget
+
+    # peak = base + factor * 4 B per parameter: 100 + 2 * 4 * 10 = 180
+    assert fp32_peak_bytes(10, factor=2, base=100) == 180
+    assert max_parameters_under(500, factor=2, base=100) == 50  # (500 - 100) // 8
+    assert max_parameters_under(99, factor=2, base=100) == 0
+    plan = plan_under_budget({"s": 10, "m": 50, "l": 51}, 500, factor=2, base=100)
+    assert [(p["label"], p["fp32_peak_estimate"], p["fits"], p["largest"]) for p in plan] == [
+        ("s", 180, True, False), ("m", 500, True, True), ("l", 508, False, False)]
+    tie = plan_under_budget({"a": 50, "b": 50, "c": 9}, 500, factor=2, base=100)
+    assert [p["largest"] for p in tie] == [True, False, False]
+    assert not any(p["fits"] or p["largest"] for p in plan_under_budget({"x": 1}, 99, factor=2, base=100))
+    # the defaults: 1 GiB + 5 x 4 B per parameter against 8 GiB -> (7 * 2**30) // 20 parameters
+    gib = 2**30
+    assert fp32_peak_bytes(100_000_000) == gib + 2_000_000_000
+    assert max_parameters_under(8 * gib) == 7 * gib // 20 == 375_809_638
+    assert fp32_peak_bytes(375_809_638) <= 8 * gib < fp32_peak_bytes(375_809_639)
+
+
+def test_tiny_config_lm_size_overrides():
+    from mmict_core.backbones.tiny import tiny_config, tiny_name, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    base = tiny_config("qwen2-vl", tok).text_config
+    assert (base.hidden_size, base.num_attention_heads, base.num_key_value_heads, base.intermediate_size,
+            base.num_hidden_layers) == (64, 4, 2, 128, 2)
+    assert base.rope_parameters["mrope_section"] == [4, 2, 2]
+    big = tiny_config("qwen2-vl", tok, lm_hidden=512, lm_layers=3, lm_heads=8, lm_intermediate=1024)
+    t = big.text_config
+    assert (t.hidden_size, t.num_attention_heads, t.num_key_value_heads, t.intermediate_size, t.num_hidden_layers) == (
+        512, 8, 4, 1024, 3)  # kv heads default to half the query heads, as the toy size
+    assert t.rope_parameters["mrope_section"] == [16, 8, 8]  # head_dim 64: 32 rotary pairs, split as 4:2:2
+    assert big.vision_config.hidden_size == 512  # the merger's output feeds the LM
+    assert tiny_config("llava", tok, lm_hidden=256, lm_heads=4, lm_kv_heads=4).text_config.num_key_value_heads == 4
+    assert tiny_name("llava") == "tiny-llava" and tiny_name("llava", lm_hidden=256, lm_layers=4) == "tiny-llava-256x4"
+    with pytest.raises(TypeError):
+        tiny_config("llava", tok, hidden=128)
+    with pytest.raises(ValueError):
+        tiny_config("llava", tok, lm_hidden=100, lm_heads=8)
+
+
+def test_real_parameters_one_layer_by_hand():
+    """The meta-device count equals the built model's; one more decoder layer adds, by hand (h = 128,
+    4 query heads of 32, 2 key/value heads, intermediate 256): q, o h*h each; k, v h*64 each; gate, up,
+    down h*256 each; 2 RMSNorms h -> 147,712; Qwen2 adds the q/k/v biases (128 + 64 + 64)."""
+    from benchmarks.backbone import real_parameters
+    from mmict_core.backbones.tiny import tiny_parts
+
+    sizes = dict(lm_hidden=128, lm_heads=4, lm_kv_heads=2, lm_intermediate=256)
+    h = 128
+    per_layer = 2 * h * h + 2 * h * 64 + 3 * h * 256 + 2 * h
+    assert per_layer == 147_712
+    for kind, bias in (("llava", 0), ("qwen2-vl", h + 2 * 64)):
+        two, three = real_parameters(kind, dict(sizes, lm_layers=2)), real_parameters(kind, dict(sizes, lm_layers=3))
+        assert three - two == per_layer + bias
+        model = tiny_parts(kind, lm_layers=2, **sizes)[0]
+        assert two == sum(p.numel() for p in model.parameters())
+
+
+def test_real_config_settings_fit_the_budget():
+    from benchmarks.backbone import plan_under_budget, real_parameters
+
+    for s, most in ((full_settings(), 200_000_000), (quick_settings(), 5_000_000)):
+        budget = int(s.ram_budget_gb * 2**30)
+        kinds = [kind for kind, _ in s.real_configs]
+        assert {"llava", "qwen2-vl"} <= set(kinds)
+        for kind, candidates in s.real_configs:
+            plan = plan_under_budget({str(i): real_parameters(kind, c) for i, c in enumerate(candidates)}, budget)
+            fitting = [p for p in plan if p["fits"]]
+            assert fitting and sum(p["largest"] for p in plan) == 1
+            assert max(p["parameters"] for p in fitting) <= most  # the time share: full ~90 s, --quick tiny
+            assert not plan[-1]["fits"]  # the 7B shape is planned and skipped before it is built

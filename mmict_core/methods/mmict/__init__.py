@@ -2,7 +2,8 @@
 (the InstructBLIP Q-Former that reads text, its query tokens and the projection) on episodes."""
 from .method import (HubTuneConfig, HubTuned, MMICT, MMICTConfig, VanillaFT, VanillaFTConfig, VanillaICT,
                      VanillaICTConfig, hub_parameter_count, hub_positions)
-from .mhub import HubRun, demo_text, run_mhub
+from .mhub import HubRun, demo_text, qformer_tokens, run_mhub
 
 __all__ = ["HubTuneConfig", "HubTuned", "MMICT", "MMICTConfig", "VanillaFT", "VanillaFTConfig", "VanillaICT",
-           "VanillaICTConfig", "hub_parameter_count", "hub_positions", "HubRun", "demo_text", "run_mhub"]
+           "VanillaICTConfig", "hub_parameter_count", "hub_positions", "HubRun", "demo_text", "qformer_tokens",
+           "run_mhub"]

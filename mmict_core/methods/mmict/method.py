@@ -9,7 +9,8 @@ Inputs (``Q`` query tokens, ``P`` the copied projection, ``E`` the LM's token em
 - VanillaFT:  ``[BOS] E(prompt) P·H_q(img | prompt) E(answer EOS)``  (the backbone's plain 0-shot layout)
 - VanillaICT: the plain interleaved k-shot layout, each demo ``E(prompt_i) P·H_q(img_i | prompt_i) E(answer_i EOS)``
 - MMICT:      ``[BOS] (P·H_t(img_i | prompt_i answer_i) E(<eoc>))_i  E(prompt) P·H_q(img | prompt) E(answer EOS)``
-  where ``H_t`` = the real text-token outputs of the Q-Former run and ``H_q`` its query-token outputs.
+  where ``H_t`` = the real text-token outputs of the Q-Former run and ``H_q`` its query-token outputs;
+  ``E(<eoc>)`` is the LM's separator token, or a trainable embedding when its vocabulary has none.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from ...backbones.base import AssembledBatch, Segment
 from ...data import Episode
 from ..base import Handle, Method, MethodConfig, check_range, swap_attr
 from ..registry import register_method
-from .mhub import HUB_PARTS, check_hub_backbone, demo_text, run_mhub
+from .mhub import HUB_PARTS, check_hub_backbone, demo_text, qformer_tokens, run_mhub
 
 
 CPU_REPACK_FLAG = "support_avx512bf16_for_cpu"  # bitsandbytes Linear4bit: may repack its weight for CPU inference
@@ -162,7 +163,7 @@ class HubTuned(Method):
             role = self._feature_role(i, len(items))
             lm = [(s, e) for r, it, s, e in spans if r == role and it == i]
             if role == "mhub_text":
-                pos, toks = run.text_positions, [self.backbone.decode([t]) for t in run.text_ids]
+                pos, toks = run.text_positions, qformer_tokens(self.backbone, run.text_ids)
                 kind = "text"
             else:
                 pos, toks = list(range(run.num_query)), [f"<query {j}>" for j in range(run.num_query)]
@@ -211,8 +212,23 @@ class MMICT(HubTuned):
 
     def __init__(self, backbone, config: MMICTConfig | None = None):
         super().__init__(backbone, config)
+        # <eoc>: the LM's own separator token where its vocabulary has one (frozen, as the official
+        # code's <|endofchunk|>); else a trainable embedding, initialised to the mean LM embedding
+        self.register_parameter("sep_embedding", None)
         if getattr(backbone, "sep_token_id", None) is None:
-            raise TypeError(f"MMICT needs a separator token (<eoc>) in {type(backbone).__name__}'s vocabulary")
+            table = backbone.language_model.get_input_embeddings().weight
+            mean = table.detach().float().mean(0)  # (d_lm,)
+            self.sep_embedding = nn.Parameter(mean.clone().to(backbone.device))
+
+    def expected_num_parameters(self) -> int:
+        extra = 0 if self.sep_embedding is None else self.sep_embedding.numel()
+        return super().expected_num_parameters() + extra
+
+    def _separator(self, item: int) -> Segment:
+        """The <eoc> after demo ``item``: the LM's separator token, or the learned embedding."""
+        if self.sep_embedding is None:
+            return Segment("sep", item, ids=self.backbone._ids([self.backbone.sep_token_id]))
+        return Segment("sep", item, embeds=self.sep_embedding[None])  # (1, d_lm)
 
     def _hub_texts(self, ep: Episode) -> list[str]:
         return [demo_text(ex) for ex in ep.demos] + [ep.query.prompt]
@@ -236,7 +252,7 @@ class MMICT(HubTuned):
                 for i, _ in enumerate(ep.demos):
                     h_t = next(runs).text_slice()  # (L_real, d_q) real text tokens only
                     segs.append(Segment("mhub_text", i, embeds=self.language_projection(h_t)))  # (L_real, d_lm)
-                    segs.append(Segment("sep", i, ids=bb._ids([bb.sep_token_id])))
+                    segs.append(self._separator(i))
                 q, k = ep.query, ep.k
                 h_q = next(runs).query_slice()  # (Q, d_q)
                 segs.append(Segment("prompt", k, ids=bb._ids(bb.encode_text(q.prompt))))

@@ -81,6 +81,15 @@ def run_mhub(backbone, images: Sequence[Sequence[np.ndarray]], texts: Sequence[s
     return runs  # type: ignore[return-value]
 
 
+def qformer_tokens(backbone, ids: Sequence[int]) -> list[str]:
+    """The Q-Former input tokens of ``ids``, read with the Q-Former's own tokenizer where the
+    backbone has one (real InstructBLIP: a BERT WordPiece vocabulary, not the LM's)."""
+    tok = getattr(backbone, "qformer_tokenizer", None)
+    if tok is not None and hasattr(tok, "convert_ids_to_tokens"):
+        return list(tok.convert_ids_to_tokens(list(ids)))
+    return [backbone.decode([t]) for t in ids]  # the teaching VLM: one vocabulary for both
+
+
 def demo_text(example) -> str:
     """A demonstration's full text for the M-Hub: its prompt, then its answer."""
     return f"{example.prompt} {example.answer}".strip()
