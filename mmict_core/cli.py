@@ -155,10 +155,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         overrides["shots"] = args.shots
     if args.train_shots is not None:
         overrides["train_shots"] = args.train_shots
+    from .parallel import is_main, local_device
+
     tcfg = _train_config(args, args.task)
-    backbone = load_backbone(args.backbone, quant=args.quant)
+    # under torchrun / accelerate launch every process trains its slice of each batch on its own device
+    backbone = load_backbone(args.backbone, quant=args.quant, device=local_device())
     method = build_method(backbone, MethodSpec(args.method, None, overrides))
     res = train(method, tcfg, out_dir=args.out, resume=args.resume)
+    if not is_main():  # one process saves and reports
+        return
     method.save(Path(args.out) / "adapter", metadata={"task": args.task, "train_seconds": res.seconds,
                                                        "final_loss": res.losses[-1] if res.losses else None})
     print(f"trained {method.name} ({method.num_trainable():,} parameters) for {res.steps} steps in {res.seconds:.1f}s; "
@@ -171,13 +176,17 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     specs = parse_method_specs(args.methods)
     also = [t.strip() for t in (args.also_on or "").split(",") if t.strip()]
+    from .parallel import is_main, local_device
+
     tcfg = _train_config(args, args.task)
-    backbone = load_backbone(args.backbone, quant=args.quant)
+    backbone = load_backbone(args.backbone, quant=args.quant, device=local_device())
     rows = compare(backbone, args.task, specs, episodes=args.episodes, seed=args.seed, train_cfg=tcfg,
                    cache_dir=args.cache, also_on=also, fixed_binding=args.fixed_binding)
     cols = ["method", "shots", "accuracy", "trainable_params", "train_seconds", "infer_ms"] + [f"acc_{t}" for t in also]
     print(f"\n{args.task} ({args.episodes} held-out episodes, seed {args.seed}, quant {args.quant}"
           f"{', fixed binding' if args.fixed_binding else ''})")
+    if not is_main():  # training was shared; evaluation, the table and the JSON are the main process's
+        return
     print(format_table(rows, cols))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,10 @@
 """One trainer for every method: AdamW, linear warmup + cosine decay, gradient clipping, answer-only
 or full-sequence loss, seeds, progress (tqdm and a callable hook), checkpoints and resume, and
-Hugging Face accelerate so the same code runs data-parallel on several GPUs.
+data parallelism: launched by ``torchrun`` / ``accelerate launch`` with N processes (one per GPU, or
+gloo CPU processes), each process computes the loss on its slice of every step's batch and the
+adapter's gradients are averaged over the processes before clipping and the step
+(:mod:`mmict_core.parallel`); only the main process logs, checkpoints and writes the log.  One
+process runs exactly as before.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from tqdm.auto import tqdm
 from .data import Episode, get_task, make_episode
 from .data.tasks import episode_rng
 from .methods.base import Method, check_range
+from .parallel import SINGLE, World, agree, average_parts, barrier, broadcast_parameters, reduce_gradients, world
 
 FIXED_TASKS = ("shapes-vqa", "shapes-caption", "digits")
 
@@ -63,6 +68,7 @@ class TrainResult:
     losses: list[float]
     parts: list[dict]
     resumed_from: int = 0
+    processes: int = 1  # data-parallel processes that shared each batch
 
 
 def lr_factor(step: int, total: int, warmup_ratio: float, min_ratio: float) -> float:
@@ -74,19 +80,22 @@ def lr_factor(step: int, total: int, warmup_ratio: float, min_ratio: float) -> f
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
 
 
-def training_batch(method: Method, cfg: TrainConfig, step: int) -> list[Episode]:
-    """The episodes of ``step``: queries cycle through ``samples`` distinct training episodes."""
+def training_batch(method: Method, cfg: TrainConfig, step: int, world: World = SINGLE) -> list[Episode]:
+    """The episodes of ``step``: queries cycle through ``samples`` distinct training episodes.  With a
+    data-parallel ``world``, only this process's slice of that batch (episodes ``rank::size``; the
+    batch itself does not depend on the number of processes)."""
     task = get_task(cfg.task, **({"fixed_binding": True} if cfg.fixed_binding and cfg.task == "binding" else {}))
     rng = episode_rng(cfg.seed, "train", "trainer-mix", step)
     k = method.config.train_shots
     eps = []
     for b in range(cfg.batch_size):
-        if cfg.mix_fixed > 0 and rng.random() < cfg.mix_fixed:
+        if cfg.mix_fixed > 0 and rng.random() < cfg.mix_fixed:  # every draw is made on every process
             t = get_task(FIXED_TASKS[rng.integers(len(FIXED_TASKS))])
             idx = int(rng.integers(cfg.samples))
         else:
             t, idx = task, (step * cfg.batch_size + b) % cfg.samples
-        eps.append(make_episode(t, k, seed=cfg.seed, index=idx, split="train", pool_size=max(k, 1)))
+        if b % world.size == world.rank:
+            eps.append(make_episode(t, k, seed=cfg.seed, index=idx, split="train", pool_size=max(k, 1)))
     return eps
 
 
@@ -103,7 +112,15 @@ def train(method: Method, cfg: TrainConfig, *, out_dir: str | Path | None = None
           progress: bool = True, callback: Callable[[int, int, float, dict], bool | None] | None = None) -> TrainResult:
     """Train ``method`` by ``cfg``.  ``callback(step, total, loss, parts)`` is called after every
     step; returning False stops training early (the app's cancel button).  With ``out_dir``,
-    a resumable checkpoint (adapter + optimiser + step) is written there."""
+    a resumable checkpoint (adapter + optimiser + step) is written there.
+
+    Under ``torchrun`` / ``accelerate launch`` with several processes, each step's batch is the one a
+    single process would use, split over the processes (:func:`training_batch` with the world); the
+    adapter's gradients are averaged over them, weighted by each one's share of the episodes, before
+    clipping and the step, so every process holds the same adapter afterwards.  The losses (and what
+    ``callback`` and the log see) are the whole batch's; progress bar, ``callback``, checkpoints and
+    ``train_log.json`` happen on the main process only (its ``callback`` can stop all of them).
+    ``out_dir`` must be on a file system every process sees when resuming."""
     from accelerate import Accelerator
 
     if not method.needs_training:
@@ -114,6 +131,9 @@ def train(method: Method, cfg: TrainConfig, *, out_dir: str | Path | None = None
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     accelerator = Accelerator(cpu=method.backbone.device.type == "cpu")
+    w = world()  # after the Accelerator: it sets up the process group when launched
+    if w.size > 1 and getattr(method, "_mmict_data_parallel", False):
+        raise RuntimeError("train() shares each batch over the processes by itself; call it outside data_parallel()")
     opt = torch.optim.AdamW(_param_groups(method, cfg.weight_decay), lr=cfg.lr)
     for g in opt.param_groups:
         g.setdefault("lr_scale", 1.0)
@@ -123,37 +143,57 @@ def train(method: Method, cfg: TrainConfig, *, out_dir: str | Path | None = None
     ckpt = Path(out_dir) / "checkpoint" if out_dir else None
     if resume and ckpt and (ckpt / "trainer.json").is_file():
         start = _load_checkpoint(ckpt, method, opt)
+    if w.size > 1:
+        lo, hi = agree([-start, start])
+        if -lo != hi:
+            raise RuntimeError(f"the processes resume from different steps ({int(-lo)} .. {int(hi)}): {ckpt} must be "
+                               f"on a file system every process sees")
+        broadcast_parameters(params)  # one starting point, whatever each process's initialisation did
     losses, parts_log = [], []
     t0 = time.time()
     loss_on = "query" if cfg.loss_on == "answer" else "all"
     method.train()
-    bar = tqdm(range(start, cfg.steps), desc=f"train {method.name}", disable=not progress, initial=start, total=cfg.steps)
+    bar = tqdm(range(start, cfg.steps), desc=f"train {method.name}", disable=not (progress and w.main),
+               initial=start, total=cfg.steps)
     for step in bar:
-        episodes = training_batch(method, cfg, step)
-        loss, parts = method.loss(episodes, loss_on=loss_on)
+        episodes = training_batch(method, cfg, step, w)
+        if w.size == 1 or episodes:
+            loss, parts = method.loss(episodes, loss_on=loss_on)
+        else:  # more processes than episodes in the batch: this one contributes nothing this step
+            loss, parts = None, {}
         f = lr_factor(step, cfg.steps, cfg.warmup_ratio, cfg.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * f
         opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
+        if loss is not None:
+            accelerator.backward(loss)
+        if w.size > 1:  # sum over processes of (share of the batch) x (gradient of the share's loss)
+            share = len(episodes) / cfg.batch_size
+            (value,) = reduce_gradients(params, share, [0.0 if loss is None else float(loss.detach())])
+            parts = average_parts(len(episodes), parts)
+        else:
+            value = None
         if cfg.clip > 0:
             accelerator.clip_grad_norm_(params, cfg.clip)
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(loss.detach()) if value is None else value)
         parts_log.append(parts)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        stop = callback(step + 1, cfg.steps, losses[-1], parts) is False if callback else False
-        if ckpt and ((cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or stop):
+        stop = callback(step + 1, cfg.steps, losses[-1], parts) is False if callback and w.main else False
+        if w.size > 1:
+            stop = agree([float(stop)])[0] > 0
+        if ckpt and w.main and ((cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or stop):
             _save_checkpoint(ckpt, method, opt, step + 1)
         if stop:
             break
     method.eval()
-    if ckpt:
+    if ckpt and w.main:
         _save_checkpoint(ckpt, method, opt, start + len(losses))
     seconds = time.time() - t0
-    result = TrainResult(start + len(losses), seconds, losses, parts_log, resumed_from=start)
-    if out_dir:
+    result = TrainResult(start + len(losses), seconds, losses, parts_log, resumed_from=start, processes=w.size)
+    if out_dir and w.main:
         (Path(out_dir) / "train_log.json").write_text(json.dumps({"config": asdict(cfg), **asdict(result)}, indent=1))
+    barrier()  # the others wait until the main process has written its files
     return result
 
 

@@ -4,9 +4,9 @@
 fixture dataset instead of the checkpoint and the data); :meth:`Pipeline.check` reads one training
 batch and one evaluation episode per evaluated method and assembles them (the dry run);
 :meth:`Pipeline.run` trains, evaluates the method and the baselines with the papers' decoding and
-puts the papers' numbers next to the measured ones.  Under ``accelerate launch`` with several
-processes every process trains on its share of each batch (:mod:`.parallel`); the main process
-saves the adapters and evaluates.
+puts the papers' numbers next to the measured ones.  Under ``accelerate launch`` / ``torchrun`` with
+several processes the shared trainer makes every process train on its share of each batch
+(:mod:`mmict_core.parallel`); the main process saves the adapters and evaluates.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .build import build_backbone, build_method, build_task, eval_options, metric_of, train_config
-from .parallel import data_parallel, main_first, world
+from .parallel import main_first, world
 from .schema import ALL, PresetError
 
 
@@ -101,8 +101,7 @@ class Pipeline:
         for label, m in self.evaluated():
             if not m.needs_training:
                 continue
-            with data_parallel(m, self.train_config.batch_size):
-                res = train(m, self.train_config, progress=progress and rank == 0)
+            res = train(m, self.train_config, progress=progress)  # shares each batch over the processes
             trained[label] = {"steps": res.steps, "seconds": round(res.seconds, 1),
                               "loss_first": res.losses[0], "loss_last": res.losses[-1]}
             if rank == 0 and self.out_dir is not None:
