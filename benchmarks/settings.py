@@ -42,7 +42,7 @@ class Settings:
     icl_shots: tuple = (1, 2, 4, 8, 16)
     mmict_shots: int = 4
     new_tokens: int = 3  # generated per query (min = max, so every configuration decodes as many)
-    latency_rounds: int = 25
+    latency_rounds: int = 60  # many short rounds: medians of ~15 ms queries are noisy on a shared 2-core machine
     latency_episodes: int = 5  # distinct queries, cycled over the rounds (the same for every configuration)
     scaled_inference: dict = field(default_factory=lambda: dict(lm_hidden=512, lm_layers=8, lm_heads=8, lm_intermediate=1376))
     scaled_rounds: int = 10
