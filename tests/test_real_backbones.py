@@ -310,3 +310,24 @@ def test_4bit_hificl_training_lowers_the_loss(backbones):
                 progress=False)
     first, last = np.mean(res.losses[:3]), np.mean(res.losses[-3:])
     assert all(math.isfinite(x) for x in res.losses) and last < first, res.losses
+
+
+@pytest.mark.parametrize("kind", ["llava", "qwen2-vl"])
+def test_similarity_selection_on_real_classes(backbones, kind):
+    """RICES-style selection works on every backbone: the embedding is the mean of each image's
+    LM-space tokens (checked against encode_images directly), and a copy of the query's image in the
+    pool is the most similar demonstration (shown last, next to the query)."""
+    import numpy as np
+
+    from mmict_core import workbench as wb
+    from mmict_core.data import Example
+
+    bb = backbones(kind)
+    pool, query = wb.task_pool("shapes-vqa", 6)
+    emb = bb.retrieval_embedding([query.images[0], pool[0].images[0]])
+    with torch.no_grad():
+        ref = bb.encode_images([query.images[0]]).float().mean(dim=(0, 1)).numpy()
+    assert emb.shape == (2, bb.hidden_size) and np.allclose(emb[0], ref, atol=1e-6)
+    twin = Example(images=list(query.images), prompt=query.prompt, answers=list(query.answers))
+    pool = pool[:3] + [twin] + pool[3:]
+    assert wb.auto_select("similarity", pool, query, 2, backbone=bb)[-1] == 3

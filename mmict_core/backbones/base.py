@@ -166,6 +166,14 @@ class VLMBackbone(ABC):
                 segs.append(Segment("answer", i, ids=self._ids(self.encode_text(ex.answer) + [self.eos_token_id]), train=trained))
         return segs
 
+    @torch.no_grad()
+    def retrieval_embedding(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Image embeddings for similarity (RICES-style) demonstration selection: the mean of each
+        image's LM-space tokens (no instruction).  Backbones with a better pooled vision feature
+        override it.  (N, d)"""
+        feats = [self.encode_images([im]).float().mean(dim=(0, 1)) for im in images]  # each (d,)
+        return torch.stack(feats).cpu().numpy()
+
     def encode_items(self, items: Sequence[Example]) -> list[torch.Tensor]:
         """Image tokens of every item in one batched call; item i gets (n_images_i, n_tok, d)."""
         images = [im for ex in items for im in ex.images]
