@@ -331,3 +331,31 @@ def test_similarity_selection_on_real_classes(backbones, kind):
     twin = Example(images=list(query.images), prompt=query.prompt, answers=list(query.answers))
     pool = pool[:3] + [twin] + pool[3:]
     assert wb.auto_select("similarity", pool, query, 2, backbone=bb)[-1] == 3
+
+
+def video_episodes(n_frames: int = 3, k: int = 1, n: int = 2):
+    """Episodes whose items are 'videos': each item's frames are n_frames ShapesWorld renders."""
+    from mmict_core.data import Episode, Example
+
+    out = []
+    for i in range(n):
+        base = episodes(k=k, n=n)[i]
+
+        def clip(ex, shift):
+            frames = [np.roll(ex.images[0], shift * f, axis=1) for f in range(n_frames)]  # a moving scene
+            return Example(images=frames, prompt=ex.prompt, answers=list(ex.answers), task="video")
+
+        out.append(Episode(demos=[clip(d, 1) for d in base.demos], query=clip(base.query, 2), task="video"))
+    return out
+
+
+@pytest.mark.parametrize("method", list(METHODS) + ["mmict"])
+def test_video_items_flow_through_every_method(backbones, method):
+    """Multi-frame items: several images per item for the LM-side methods (each frame's tokens in
+    order), frames concatenated in the Q-Former's cross-attention memory for MMICT (its video path)."""
+    bb = backbones("instructblip" if method == "mmict" else "llava")
+    eps = video_episodes()
+    batch = bb.assemble_episodes(eps, with_answer=False)
+    n_tok = bb.encode_images([eps[0].query.images[0]]).shape[1]
+    assert len(batch.positions(0, "image", item=1)) == 3 * n_tok  # the query's three frames
+    check_method(make(method, bb), bb, eps)
