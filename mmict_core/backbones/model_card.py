@@ -97,7 +97,8 @@ def write_model_card(folder: str | Path, reports: list[dict], eval_command: str)
         if i:
             conts.append(f"{i + 2}. Continuation {chr(ord('A') + i)}: `{_command(lg['config'])}` — "
                          f"{min(lg['config'].get('stop_at') or lg['config']['steps'], lg['config']['steps'])} steps "
-                         f"(warmup {lg['config']['warmup']}, cosine), {lg['wall_seconds'] / 60:.1f} min.")
+                         f"(warmup {lg['config']['warmup']}, cosine), {lg['wall_seconds'] / 60:.1f} min with "
+                         f"{lg['torch_threads']} torch thread(s).")
     cont = "\n".join(conts)
     total_min = sum(lg["wall_seconds"] for lg in logs) / 60
     log, cfg = logs[0], logs[0]["config"]
@@ -133,8 +134,8 @@ the test/val episodes). Tasks and chance levels:
    format / operator demo). Each item reads *prompt, image tokens, `<answer>`, answer, [EOS]*{marker_note}.
 {cont}
 
-Wall time: **{total_min:.1f} min** in all on {platform.machine()} with {log['torch_threads']} torch threads
-(2-core CPU; vision stage {log['vision_seconds']:.0f} s).
+Wall time: **{total_min:.1f} min** in all on {platform.machine()} (the from-scratch run with {log['torch_threads']} torch threads
+on a 2-core CPU; vision stage {log['vision_seconds']:.0f} s).
 
 Probe curve during training ({cfg['eval_episodes']} val episodes each):
 
