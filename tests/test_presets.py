@@ -172,7 +172,7 @@ def test_missing_checkpoint_or_data_fails_fast_with_where_to_put_them(tmp_path, 
 def _parallel_worker(rank: int, port: int, queue) -> None:
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    from mmict_core.presets.parallel import data_parallel
+    from mmict_core.parallel import data_parallel
 
     class Toy(torch.nn.Module):  # loss = mean over its episodes (numbers x) of (w - x)^2
         def __init__(self):

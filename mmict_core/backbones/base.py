@@ -171,8 +171,7 @@ class VLMBackbone(ABC):
         """Image embeddings for similarity (RICES-style) demonstration selection: the mean of each
         image's LM-space tokens (no instruction).  Backbones with a better pooled vision feature
         override it.  (N, d)"""
-        feats = [self.encode_images([im]).float().mean(dim=(0, 1)) for im in images]  # each (d,)
-        return torch.stack(feats).cpu().numpy()
+        return self.encode_images(list(images)).float().mean(dim=1).cpu().numpy()  # (N, n_tok, d) -> (N, d)
 
     def encode_items(self, items: Sequence[Example]) -> list[torch.Tensor]:
         """Image tokens of every item in one batched call; item i gets (n_images_i, n_tok, d)."""

@@ -40,7 +40,7 @@ def world_device(spec: str) -> str:
         return spec
     if not torch.cuda.is_available():
         return "cpu"
-    from .parallel import world
+    from ..parallel import world
 
     return f"cuda:{world()[2] % torch.cuda.device_count()}"
 

@@ -75,7 +75,7 @@ def cmd_preset(args: argparse.Namespace) -> None:
     if args.pcommand == "show":
         print(dump(preset), end="")
         return
-    from .parallel import world
+    from ..parallel import world
     from .pipeline import run_preset
 
     name = preset["name"]

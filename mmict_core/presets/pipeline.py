@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .build import build_backbone, build_method, build_task, eval_options, metric_of, train_config
-from .parallel import main_first, world
+from ..parallel import main_first, world
 from .schema import ALL, PresetError
 
 
