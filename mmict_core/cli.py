@@ -98,7 +98,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
                          eval_every=args.eval_every, init_from=args.init_from,
                          binding_ways=_int_range(args.binding_ways), stop_at=args.stop_at,
                          answer_marker=None if args.answer_marker is None else args.answer_marker == "on",
-                         image_norm=args.image_norm,
+                         image_norm=args.image_norm, induction_steps=args.induction_steps,
+                         induction_lr=args.induction_lr,
                          **({"lr": args.lr} if args.lr is not None else {}),
                          **({"mix": _parse_mix(args.mix)} if args.mix else {}))
     summary = pretrain_teaching(args.out, cfg)
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--binding-ways", default="2,2", help="LO,HI: n_way of training binding episodes (default 2,2)")
     t.add_argument("--answer-marker", choices=["on", "off"], default=None,
                    help="off: each answer right after its image tokens, no <answer> marker (default: as the init)")
+    t.add_argument("--induction-steps", type=int, default=0,
+                   help="text-only associative-recall steps for the LM before the episodes (0: none)")
+    t.add_argument("--induction-lr", type=float, default=5e-4, help="peak lr of the induction stage")
     t.add_argument("--image-norm", type=float, default=None,
                    help="rescale the projection so image tokens have this mean norm before the episode stage")
     t.set_defaults(func=cmd_pretrain)

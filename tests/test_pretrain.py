@@ -97,3 +97,45 @@ def test_answer_marker_off_and_image_norm(tmp_path):
     with torch.no_grad():
         norm = vlm.encode_images(images).norm(dim=-1).mean().item()
     assert factor > 0 and norm == pytest.approx(2.0, rel=1e-4)
+
+
+def test_induction_batch_labels_only_predictable_values():
+    """Stage 1b's text sequences: every key's value is the one bound to it in that sequence, each
+    value follows the answer marker, and a value carries loss only when its key was seen before."""
+    import numpy as np
+
+    import torch
+
+    from mmict_core.backbones import TeachingVLM
+    from mmict_core.backbones.pretrain import induction_batch
+    from mmict_core.data import shapes as sw
+    from mmict_core.data.tasks import NONSENSE_WORDS
+
+    with pytest.raises(ValueError, match="induction_steps"):
+        PretrainConfig(induction_steps=-1)
+    vlm = TeachingVLM.create(seed=0)
+    tok = vlm.tokenizer.token_to_id
+    keys, values = {tok(c) for c in sw.COLOURS}, {tok(w) for w in NONSENSE_WORDS}
+    marker = tok("<answer>")
+    ids, mask, labels = induction_batch(vlm, np.random.default_rng(0), 16)
+    assert ids.shape == mask.shape == labels.shape
+    n_labelled = 0
+    for row, m, lab in zip(ids.tolist(), mask.tolist(), labels.tolist()):
+        row = row[: sum(m)]
+        assert row[0] == vlm.bos_token_id
+        bound, key = {}, None
+        for t, (tid, y) in enumerate(zip(row, lab)):
+            if tid in keys:
+                key = tid
+            if tid in values:
+                assert row[t - 1] == marker  # the value right after the marker
+                assert bound.setdefault(key, tid) == tid  # one value per key in a sequence
+                if y != -100:
+                    n_labelled += 1
+                    assert y == tid and row[:t].count(key) >= 2  # key seen in an earlier item
+                else:
+                    assert row[:t].count(key) == 1  # first time this key appears
+        assert all(y in (-100, vlm.eos_token_id) or y in values for y in lab)
+    assert n_labelled > 0
+    again = induction_batch(vlm, np.random.default_rng(0), 16)  # deterministic by the generator
+    assert all(torch.equal(x, y) for x, y in zip((ids, mask, labels), again))

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from ..data import digits as dg
 from ..data import make_episode, shapes as sw
-from ..data.tasks import Binding, episode_rng
+from ..data import vocabulary
+from ..data.tasks import NONSENSE_WORDS, Binding, episode_rng
 from .teaching import TeachingVLM
 from .tokenizer import ANSWER
 
@@ -51,11 +52,14 @@ class PretrainConfig:
     stop_at: int | None = None  # stop after this many steps of the `steps`-long schedule (None: run it all)
     answer_marker: bool | None = None  # False: answers right after the image tokens (None: as the init has it)
     image_norm: float | None = None  # rescale the projection so image tokens have this mean norm (None: keep)
+    induction_steps: int = 0  # stage 1b: text-only associative recall for the LM (0: none)
+    induction_lr: float = 5e-4  # its peak lr (1.5e-3 leaves the 4-layer LM on the copy-any-word plateau)
+    induction_batch: int = 32
 
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.vision_steps < 0 or self.batch < 1:
-            raise ValueError("steps and vision_steps must be >= 0 and batch >= 1")
+        if self.steps < 0 or self.vision_steps < 0 or self.induction_steps < 0 or self.batch < 1:
+            raise ValueError("steps, vision_steps and induction_steps must be >= 0 and batch >= 1")
         if self.image_norm is not None and not self.image_norm > 0:
             raise ValueError(f"image_norm must be > 0, got {self.image_norm}")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
@@ -152,6 +156,76 @@ def pretrain_vision(vlm: TeachingVLM, cfg: PretrainConfig, log: list) -> None:
             if step % 200 == 0 or step == cfg.vision_steps - 1:
                 print(json.dumps(log[-1]), flush=True)
     vm.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 1b: induction (text only)
+
+
+def induction_batch(vlm: TeachingVLM, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Associative recall in words, laid out like binding demos: ``[BOS] (key filler* marker value
+    [EOS])* key filler* marker`` -> value, with colour words as keys and nonsense words as values
+    bound afresh in each sequence.  Labels only where the value is predictable (its key seen
+    before).  Returns ids, attention mask and labels, (n, T) each (labels -100 elsewhere)."""
+    tok = vlm.tokenizer.token_to_id
+    keys = [tok(c) for c in sw.COLOURS]
+    values = [tok(w) for w in NONSENSE_WORDS]
+    reserved = set(keys) | set(values)
+    filler = [i for i in (tok(w) for w in vocabulary()) if i is not None and i not in reserved]
+    marker = list(vlm.answer_marker_ids)
+    seqs, labs = [], []
+    for _ in range(n):
+        way = int(rng.integers(2, 5))
+        ks = rng.choice(keys, way, replace=False)
+        vs = rng.choice(values, way, replace=False)
+        ids, lab, seen = [vlm.bos_token_id], [-100], set()
+        for it in rng.integers(0, way, int(rng.integers(2, 10))):
+            pre = [int(ks[it])] + [int(f) for f in rng.choice(filler, int(rng.integers(0, 3)))] + marker
+            ids += pre
+            lab += [-100] * len(pre)
+            known = int(it) in seen
+            ids += [int(vs[it]), vlm.eos_token_id]
+            lab += [int(vs[it]) if known else -100, vlm.eos_token_id]
+            seen.add(int(it))
+        seqs.append(ids)
+        labs.append(lab)
+    T = max(map(len, seqs))
+    ids = torch.full((n, T), vlm.pad_token_id, dtype=torch.long)
+    labels = torch.full((n, T), -100, dtype=torch.long)
+    mask = torch.zeros((n, T), dtype=torch.long)
+    for r, (a, b) in enumerate(zip(seqs, labs)):
+        ids[r, :len(a)], labels[r, :len(b)], mask[r, :len(a)] = torch.tensor(a), torch.tensor(b), 1
+    return ids, mask, labels
+
+
+def pretrain_induction(vlm: TeachingVLM, cfg: PretrainConfig, log: list) -> None:
+    """Train the LM alone on :func:`induction_batch` so that induction heads (match an earlier key,
+    copy what followed it) exist before the episodes ask for them with pixels as keys."""
+    lm = vlm.language_model
+    params = [p for p in lm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.induction_lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng([cfg.seed, 77])
+    lm.train()
+    for step in tqdm(range(cfg.induction_steps), desc="stage 1b: induction", mininterval=5):
+        ids, mask, labels = induction_batch(vlm, rng, cfg.induction_batch)
+        logits = lm(input_ids=ids.to(vlm.device), attention_mask=mask.to(vlm.device)).logits  # (B, T, V)
+        tgt = labels[:, 1:].to(vlm.device)
+        loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), tgt.flatten(), ignore_index=-100)
+        warm = min(1.0, (step + 1) / 100)
+        for g in opt.param_groups:
+            g["lr"] = cfg.induction_lr * warm
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, cfg.clip)
+        opt.step()
+        if step % 250 == 0 or step == cfg.induction_steps - 1:
+            with torch.no_grad():
+                hit = (logits[:, :-1].argmax(-1) == tgt) & (tgt != -100) & (tgt != vlm.eos_token_id)
+                n_val = ((tgt != -100) & (tgt != vlm.eos_token_id)).sum().clamp(min=1)
+            log.append({"stage": "induction", "step": step, "loss": round(loss.item(), 4),
+                        "value_acc": round((hit.sum() / n_val).item(), 3)})
+            if step % 1000 == 0 or step == cfg.induction_steps - 1:
+                print(json.dumps(log[-1]), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +331,8 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
     log: list = []
     if cfg.init_from is None:
         pretrain_vision(vlm, cfg, log)
+    if cfg.induction_steps:
+        pretrain_induction(vlm, cfg, log)
     t_vision = time.time() - t0
     model = vlm.model
     vision_params = list(model.vision_model.parameters())
