@@ -183,11 +183,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
     backbone = load_backbone(args.backbone, quant=args.quant, device=local_device())
     rows = compare(backbone, args.task, specs, episodes=args.episodes, seed=args.seed, train_cfg=tcfg,
                    cache_dir=args.cache, also_on=also, fixed_binding=args.fixed_binding)
+    if not is_main():  # training was shared; evaluation, the table and the JSON are the main process's
+        return
     cols = ["method", "shots", "accuracy", "trainable_params", "train_seconds", "infer_ms"] + [f"acc_{t}" for t in also]
     print(f"\n{args.task} ({args.episodes} held-out episodes, seed {args.seed}, quant {args.quant}"
           f"{', fixed binding' if args.fixed_binding else ''})")
-    if not is_main():  # training was shared; evaluation, the table and the JSON are the main process's
-        return
     print(format_table(rows, cols))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

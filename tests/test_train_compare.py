@@ -109,3 +109,34 @@ def test_compare_rows_and_reuse(vlm, tmp_path):
     assert 0 <= hif["accuracy"] <= 1 and hif["infer_ms"] > 0 and not hif["reused"]
     again = compare(vlm, "binding", specs[1:], episodes=4, train_cfg=tcfg, cache_dir=tmp_path, progress=False)
     assert again[0]["reused"] and again[0]["accuracy"] == hif["accuracy"]
+
+
+def test_compare_on_a_non_main_process_trains_but_neither_evaluates_nor_writes(vlm, tmp_path, monkeypatch):
+    """Data-parallel `mmict compare`: every process trains (they share the batches); only the main one
+    evaluates and writes the cache, so two processes never race for the same cache folder."""
+    import mmict_core.evaluate.compare as cmp
+    from mmict_core.parallel import World
+    from mmict_core.train import TrainResult
+
+    trained = []
+
+    def fake_train(method, cfg, **kw):  # the collectives of a real 2-process run are tested elsewhere
+        trained.append(method.name)
+        return TrainResult(cfg.steps, 0.1, [1.0] * cfg.steps, [{}] * cfg.steps)
+
+    def no_eval(*a, **kw):
+        raise AssertionError("a non-main process evaluated")
+
+    monkeypatch.setattr(cmp, "train", fake_train)
+    monkeypatch.setattr(cmp, "evaluate_generation", no_eval)
+    monkeypatch.setattr(cmp, "world", lambda: World(1, 2, 1))
+    tcfg = TrainConfig(task="binding", steps=2, batch_size=2)
+    rows = compare(vlm, "binding", [MethodSpec("hificl", overrides={"rank": 2})], episodes=2, train_cfg=tcfg,
+                   cache_dir=tmp_path, progress=False)
+    assert rows == [] and trained == ["hificl"] and list(tmp_path.iterdir()) == []
+    monkeypatch.undo()  # the main process: real evaluation; with the fake training it writes the cache
+    monkeypatch.setattr(cmp, "train", fake_train)
+    monkeypatch.setattr(cmp, "world", lambda: World(0, 2, 0))
+    rows = compare(vlm, "binding", [MethodSpec("hificl", overrides={"rank": 2})], episodes=2, train_cfg=tcfg,
+                   cache_dir=tmp_path, progress=False)
+    assert len(rows) == 1 and len(list(tmp_path.iterdir())) == 1

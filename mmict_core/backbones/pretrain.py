@@ -331,9 +331,10 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
     log: list = []
     if cfg.init_from is None:
         pretrain_vision(vlm, cfg, log)
+    t_vision = time.time() - t0
     if cfg.induction_steps:
         pretrain_induction(vlm, cfg, log)
-    t_vision = time.time() - t0
+    t_induction = time.time() - t0 - t_vision
     model = vlm.model
     vision_params = list(model.vision_model.parameters())
     vid = {id(p) for p in vision_params}
@@ -375,6 +376,7 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
     model.eval()
     wall = time.time() - t0
     summary = {"config": asdict(cfg), "wall_seconds": round(wall, 1), "vision_seconds": round(t_vision, 1),
+               "induction_seconds": round(t_induction, 1),
                "torch_threads": torch.get_num_threads(), "log": log}
     steps_done = min(cfg.stop_at or cfg.steps, cfg.steps)
     vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": steps_done})

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 from ..methods import Method, get_method
 from ..methods.base import read_adapter
+from ..parallel import world
 from ..train import TrainConfig, train
 from .icl import evaluate_generation
 
@@ -93,7 +94,7 @@ def train_or_load(method: Method, tcfg: TrainConfig, cache_dir: Path | None, pro
             meta, _ = read_adapter(folder)
             return type(method).load(folder, method.backbone), float(meta["metadata"].get("train_seconds", 0.0)), True
     res = train(method, tcfg, progress=progress, callback=callback)
-    if cache_dir is not None:
+    if cache_dir is not None and world().main:  # data-parallel: every process holds the same adapter; one writes it
         method.save(folder, metadata={"train_seconds": res.seconds, "train": dataclasses.asdict(tcfg),
                                       "final_loss": res.losses[-1] if res.losses else None})
     return method, res.seconds, False
@@ -102,15 +103,20 @@ def train_or_load(method: Method, tcfg: TrainConfig, cache_dir: Path | None, pro
 def compare(backbone, task: str, specs: Sequence[MethodSpec], *, episodes: int = 300, seed: int = 0,
             train_cfg: TrainConfig | None = None, cache_dir: str | Path | None = None, also_on: Sequence[str] = (),
             fixed_binding: bool = False, progress: bool = True) -> list[dict]:
-    """One row per method, all evaluated on the same held-out episodes of ``task``."""
+    """One row per method, all evaluated on the same held-out episodes of ``task``.  Launched with
+    several processes, they share each training batch and only the main process evaluates, writes
+    the cache and gets rows (the others get ``[]``)."""
     tcfg = train_cfg or TrainConfig(task=task, fixed_binding=fixed_binding)
     if tcfg.task != task:
         raise ValueError(f"train config task {tcfg.task!r} differs from the compared task {task!r}")
     task_options = {"fixed_binding": True} if fixed_binding and task == "binding" else {}
+    w = world()
     rows = []
     for spec in specs:
         method = build_method(backbone, spec)
         method, train_s, reused = train_or_load(method, tcfg, Path(cache_dir) if cache_dir else None, progress)
+        if not w.main:  # data-parallel: training was shared; the main process evaluates and reports
+            continue
         k = method.config.shots if method.uses_demos else 0
         res = evaluate_generation(method.generate, task, [k], episodes=episodes, seed=seed, progress=progress,
                                   task_options=task_options)[0]
