@@ -100,8 +100,10 @@ class HFBackbone(VLMBackbone):
 
     @classmethod
     def default_image_processor(cls, config):
-        """The class's own image processor for a config without a saved one (tiny configs)."""
-        raise NotImplementedError
+        """The class's own image processor for a config without a saved one (tiny configs).  Every
+        registered class family overrides it."""
+        raise NotImplementedError(f"{cls.__name__} has no default image processor: load a checkpoint folder that "
+                                  f"holds its preprocessor_config.json")
 
     @property
     def text_config(self):
