@@ -99,7 +99,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
                          binding_ways=_int_range(args.binding_ways), stop_at=args.stop_at,
                          answer_marker=None if args.answer_marker is None else args.answer_marker == "on",
                          image_norm=args.image_norm, induction_steps=args.induction_steps,
-                         induction_lr=args.induction_lr,
+                         induction_lr=args.induction_lr, key_loss=args.key_loss, key_layer=args.key_layer,
                          **({"lr": args.lr} if args.lr is not None else {}),
                          **({"mix": _parse_mix(args.mix)} if args.mix else {}))
     summary = pretrain_teaching(args.out, cfg)
@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--induction-steps", type=int, default=0,
                    help="text-only associative-recall steps for the LM before the episodes (0: none)")
     t.add_argument("--induction-lr", type=float, default=5e-4, help="peak lr of the induction stage")
+    t.add_argument("--key-loss", type=float, default=0.0,
+                   help="weight of the auxiliary binding-key loss: a throw-away head reads each binding item's "
+                        "colour at its answer marker and first answer position (0: off)")
+    t.add_argument("--key-layer", type=int, default=2, help="LM layer whose output the key loss reads")
     t.add_argument("--image-norm", type=float, default=None,
                    help="rescale the projection so image tokens have this mean norm before the episode stage")
     t.set_defaults(func=cmd_pretrain)

@@ -139,3 +139,44 @@ def test_induction_batch_labels_only_predictable_values():
     assert n_labelled > 0
     again = induction_batch(vlm, np.random.default_rng(0), 16)  # deterministic by the generator
     assert all(torch.equal(x, y) for x, y in zip((ids, mask, labels), again))
+
+
+def test_colour_key_targets_mark_each_binding_items_marker_and_first_answer_token(tmp_path):
+    """The auxiliary key loss reads, in binding episodes only, each item's answer-marker position
+    and the first position of its answer, labelled with that item's colour."""
+    import json
+
+    from mmict_core.backbones import TeachingVLM
+    from mmict_core.backbones.pretrain import colour_key_targets, pretrain_teaching, training_batch
+    from mmict_core.data import shapes as sw
+
+    with pytest.raises(ValueError, match="key_loss"):
+        PretrainConfig(key_loss=-1.0)
+    vlm = TeachingVLM.create(seed=0)
+    marker, img = vlm.tokenizer.token_to_id("<answer>"), vlm.image_token_id
+    eps = [make_episode("binding", 3, seed=0, index=0, split="train"),
+           make_episode("shapes-vqa", 2, seed=0, index=0, split="train"),
+           make_episode("binding", 1, seed=0, index=1, split="train")]
+    batch = training_batch(vlm, eps)
+    rows, pos, lab = colour_key_targets(batch, eps)
+    expect = []  # walk the token ids: every marker and the token after it, item by item
+    for b in (0, 2):
+        ids = batch.token_ids[b].tolist()
+        items = list(eps[b].demos) + [eps[b].query]
+        at = [t for t, tid in enumerate(ids) if tid == marker]
+        assert len(at) == len(items) and all(ids[t - 1] == img for t in at)
+        for t, ex in zip(at, items):
+            c = list(sw.COLOURS).index(ex.label)
+            expect += [(b, t, c), (b, t + 1, c)]
+            assert vlm.tokenizer.id_to_token(ids[t + 1]) == ex.answer.split()[0]
+    assert sorted(zip(rows, pos, lab)) == sorted(expect)
+
+    with pytest.raises(ValueError, match="key_layer"):  # the teaching LM has 4 layers
+        pretrain_teaching(tmp_path / "bad", PretrainConfig(steps=1, vision_steps=0, batch=2, eval_every=0,
+                                                           eval_episodes=0, key_loss=1.0, key_layer=4), progress=False)
+    cfg = PretrainConfig(steps=3, vision_steps=0, batch=4, eval_every=0, eval_episodes=0, key_loss=1.0,
+                         mix={"binding": 1.0})
+    summary = pretrain_teaching(tmp_path / "m", cfg, progress=False)
+    assert "key_loss" in summary["log"][-1] and summary["log"][-1]["key_loss"] > 0
+    assert json.loads((tmp_path / "m" / "teaching.json").read_text())["pretrain"]["key_loss"] == 1.0
+    assert not any("key_head" in k for k in TeachingVLM.load(tmp_path / "m").model.state_dict())

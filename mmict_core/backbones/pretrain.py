@@ -55,11 +55,14 @@ class PretrainConfig:
     induction_steps: int = 0  # stage 1b: text-only associative recall for the LM (0: none)
     induction_lr: float = 5e-4  # its peak lr (1.5e-3 leaves the 4-layer LM on the copy-any-word plateau)
     induction_batch: int = 32
-
+    key_loss: float = 0.0  # weight of the auxiliary binding-key loss (0: none); see colour_key_targets
+    key_layer: int = 2  # LM layer whose output the key loss reads (1..num_layers-1)
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.vision_steps < 0 or self.induction_steps < 0 or self.batch < 1:
             raise ValueError("steps, vision_steps and induction_steps must be >= 0 and batch >= 1")
+        if self.key_loss < 0 or self.key_layer < 1:
+            raise ValueError(f"key_loss must be >= 0 and key_layer >= 1, got {self.key_loss} / {self.key_layer}")
         if self.image_norm is not None and not self.image_norm > 0:
             raise ValueError(f"image_norm must be > 0, got {self.image_norm}")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
@@ -289,6 +292,30 @@ def training_batch(vlm: TeachingVLM, episodes):
     return vlm.assemble(seqs)
 
 
+def colour_key_targets(batch, episodes) -> tuple[list[int], list[int], list[int]]:
+    """Rows, positions and colour indices for the auxiliary key loss: in binding episodes, every
+    item's answer-marker positions and the first position of its answer.
+
+    An induction-style copy needs the demo's *answer* position to carry the colour of the image
+    before it (the key the query is matched against) and the prediction position to carry the
+    query's colour.  The colour is decodable from the image tokens but the 4-layer LM found no path
+    to put it at the answer position from the next-token loss alone; this loss supervises just
+    that half of the circuit (the nonsense word, the bound value, is never a target of it)."""
+    colours = list(sw.COLOURS)
+    rows, pos, lab = [], [], []
+    for b, ep in enumerate(episodes):
+        if ep.task != "binding":
+            continue
+        for i, ex in enumerate(list(ep.demos) + [ep.query]):
+            if ex.label not in colours:
+                continue
+            at = batch.positions(b, "marker", i) + batch.positions(b, "answer", i)[:1]
+            rows += [b] * len(at)
+            pos += at
+            lab += [colours.index(ex.label)] * len(at)
+    return rows, pos, lab
+
+
 @torch.no_grad()
 def rescale_image_tokens(vlm: TeachingVLM, norm: float, seed: int) -> float:
     """Scale the language projection (weight and bias) so the image tokens of 64 training scenes
@@ -345,19 +372,39 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
         {"params": [p for p in rest if not decay(p)], "weight_decay": 0.0, "scale": 1.0},
         {"params": vision_params, "weight_decay": cfg.weight_decay, "scale": cfg.vision_lr_scale},
     ]
+    key_head = None
+    if cfg.key_loss:  # throw-away linear read-out of the colour (not part of the saved model)
+        n_layers = vlm.language_model.config.num_hidden_layers
+        if cfg.key_layer >= n_layers:
+            raise ValueError(f"key_layer must be below the LM's {n_layers} layers, got {cfg.key_layer}")
+        key_head = nn.Linear(vlm.language_model.config.hidden_size, len(sw.COLOURS)).to(vlm.device)
+        groups.append({"params": list(key_head.parameters()), "weight_decay": 0.0, "scale": 1.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
     model.train()
     model.vision_model.eval()  # no dropout/BN there, but keep eval semantics for the frozen-ish tower
-    ema = None
+    ema = key_ema = None
     bar = tqdm(range(cfg.steps), desc="stage 2: episodes", disable=not progress, mininterval=5)
     for step in bar:
-        batch = training_batch(vlm, training_episodes(cfg, step))
-        loss = vlm.loss(batch)
+        episodes = training_episodes(cfg, step)
+        batch = training_batch(vlm, episodes)
+        if key_head is None:
+            loss = vlm.loss(batch)
+        else:
+            pos_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+            lm_out = vlm.language_model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                                        position_ids=pos_ids, use_cache=False, output_hidden_states=True)
+            loss = vlm.loss(batch, logits=lm_out.logits)
+            rows, pos, lab = colour_key_targets(batch, episodes)
+            if rows:
+                h = lm_out.hidden_states[cfg.key_layer][rows, pos]  # (n, d) after layer key_layer
+                key = nn.functional.cross_entropy(key_head(h), torch.tensor(lab, device=h.device))
+                key_ema = key.item() if key_ema is None else 0.98 * key_ema + 0.02 * key.item()
+                loss = loss + cfg.key_loss * key
         for g in opt.param_groups:
             g["lr"] = cfg.lr * g["scale"] * _lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip)
         opt.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.3f}")
@@ -367,7 +414,8 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
             model.eval()
             probe = quick_eval(vlm, cfg.eval_episodes, cfg.seed) if cfg.eval_episodes else {}
             model.train()
-            entry = {"stage": "episodes", "step": step + 1, "loss": round(ema, 4), "minutes": round((time.time() - t0) / 60, 2), **probe}
+            entry = {"stage": "episodes", "step": step + 1, "loss": round(ema, 4),
+                     **({"key_loss": round(key_ema, 4)} if key_ema is not None else {}), "minutes": round((time.time() - t0) / 60, 2), **probe}
             log.append(entry)
             print(json.dumps(entry), flush=True)
             vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": done})
