@@ -100,6 +100,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
                          answer_marker=None if args.answer_marker is None else args.answer_marker == "on",
                          image_norm=args.image_norm, induction_steps=args.induction_steps,
                          induction_lr=args.induction_lr, key_loss=args.key_loss, key_layer=args.key_layer,
+                         match_loss=args.match_loss, match_layer=args.match_layer, match_head=args.match_head,
                          **({"lr": args.lr} if args.lr is not None else {}),
                          **({"mix": _parse_mix(args.mix)} if args.mix else {}))
     summary = pretrain_teaching(args.out, cfg)
@@ -276,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the auxiliary binding-key loss: a throw-away head reads each binding item's "
                         "colour at its answer marker and first answer position (0: off)")
     t.add_argument("--key-layer", type=int, default=2, help="LM layer whose output the key loss reads")
+    t.add_argument("--match-loss", type=float, default=0.0,
+                   help="weight of the binding-match attention loss: one head's attention from each predictable "
+                        "binding answer's prediction position should fall on earlier answers of the same colour (0: off)")
+    t.add_argument("--match-layer", type=int, default=2, help="decoder layer (0-based) of the supervised head")
+    t.add_argument("--match-head", type=int, default=0, help="the supervised head")
     t.add_argument("--image-norm", type=float, default=None,
                    help="rescale the projection so image tokens have this mean norm before the episode stage")
     t.set_defaults(func=cmd_pretrain)

@@ -180,3 +180,40 @@ def test_colour_key_targets_mark_each_binding_items_marker_and_first_answer_toke
     assert "key_loss" in summary["log"][-1] and summary["log"][-1]["key_loss"] > 0
     assert json.loads((tmp_path / "m" / "teaching.json").read_text())["pretrain"]["key_loss"] == 1.0
     assert not any("key_head" in k for k in TeachingVLM.load(tmp_path / "m").model.state_dict())
+
+
+def test_binding_match_targets_point_at_earlier_answers_of_the_same_colour(tmp_path):
+    """The match loss asks, for each predictable binding answer, that the supervised head look from
+    the position predicting it (the answer marker) at the earlier answers of the same colour."""
+    from mmict_core.backbones import TeachingVLM
+    from mmict_core.backbones.pretrain import binding_match_targets, pretrain_teaching, training_batch
+
+    with pytest.raises(ValueError, match="match_loss"):
+        PretrainConfig(match_loss=-0.5)
+    vlm = TeachingVLM.create(seed=0)
+    marker = vlm.tokenizer.token_to_id("<answer>")
+    eps = [_episode([0, 1, 0, 0], 0), make_episode("format", 3, seed=0, index=0, split="train"),
+           _episode([1, 0], 1), _episode([0, 0], 1)]
+    batch = training_batch(vlm, eps)
+    got = binding_match_targets(batch, eps)
+    expect = []
+    for b in (0, 2, 3):
+        ids = batch.token_ids[b].tolist()
+        at = [t for t, tid in enumerate(ids) if tid == marker]  # one marker per item; its answer follows
+        labels = [ex.label for ex in list(eps[b].demos) + [eps[b].query]]
+        for i, t in enumerate(at):
+            keys = [at[j] + 1 for j in range(i) if labels[j] == labels[i]]
+            if keys:
+                expect.append((b, t, keys))
+    assert got == expect
+    assert [len(k) for b, q, k in got if b == 0] == [1, 2, 3]  # demos 2, 3 and the query (colour 0 x1, x2, x3)
+    m3 = [t for t, tid in enumerate(batch.token_ids[3].tolist()) if tid == marker]
+    assert [q for b, q, k in got if b == 3] == [m3[1]]  # the second demo only: no demo showed the query's colour
+
+    with pytest.raises(ValueError, match="match_layer"):
+        pretrain_teaching(tmp_path / "bad", PretrainConfig(steps=1, vision_steps=0, batch=2, eval_every=0,
+                                                           eval_episodes=0, match_loss=1.0, match_layer=4), progress=False)
+    cfg = PretrainConfig(steps=3, vision_steps=0, batch=4, eval_every=0, eval_episodes=0, match_loss=1.0,
+                         mix={"binding": 1.0}, binding_ways=(2, 2))
+    summary = pretrain_teaching(tmp_path / "m", cfg, progress=False)
+    assert summary["log"][-1]["match_loss"] > 0

@@ -57,10 +57,16 @@ class PretrainConfig:
     induction_batch: int = 32
     key_loss: float = 0.0  # weight of the auxiliary binding-key loss (0: none); see colour_key_targets
     key_layer: int = 2  # LM layer whose output the key loss reads (1..num_layers-1)
+    match_loss: float = 0.0  # weight of the binding-match attention loss (0: none); see binding_match_targets
+    match_layer: int = 2  # decoder layer (0-based) whose head `match_head` the match loss supervises
+    match_head: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.vision_steps < 0 or self.induction_steps < 0 or self.batch < 1:
             raise ValueError("steps, vision_steps and induction_steps must be >= 0 and batch >= 1")
+        if self.match_loss < 0 or self.match_layer < 0 or self.match_head < 0:
+            raise ValueError(f"match_loss, match_layer and match_head must be >= 0, got "
+                             f"{self.match_loss} / {self.match_layer} / {self.match_head}")
         if self.key_loss < 0 or self.key_layer < 1:
             raise ValueError(f"key_loss must be >= 0 and key_layer >= 1, got {self.key_loss} / {self.key_layer}")
         if self.image_norm is not None and not self.image_norm > 0:
@@ -316,6 +322,27 @@ def colour_key_targets(batch, episodes) -> tuple[list[int], list[int], list[int]
     return rows, pos, lab
 
 
+def binding_match_targets(batch, episodes) -> list[tuple[int, int, list[int]]]:
+    """``(row, query position, key positions)`` for the match loss: in binding episodes, for every
+    predictable answer (its colour shown before, see :func:`unpredictable_items`), the position
+    that predicts its first token (the last position before the answer) and the first answer
+    positions of the earlier items of the same colour — where an induction head should look."""
+    out = []
+    for b, ep in enumerate(episodes):
+        if ep.task != "binding":
+            continue
+        items = list(ep.demos) + [ep.query]
+        skip = unpredictable_items(ep)
+        for i, ex in enumerate(items):
+            if i in skip:
+                continue
+            ans = batch.positions(b, "answer", i)
+            keys = [batch.positions(b, "answer", j)[0] for j in range(i) if items[j].label == ex.label]
+            if ans and keys:
+                out.append((b, ans[0] - 1, keys))
+    return out
+
+
 @torch.no_grad()
 def rescale_image_tokens(vlm: TeachingVLM, norm: float, seed: int) -> float:
     """Scale the language projection (weight and bias) so the image tokens of 64 training scenes
@@ -380,14 +407,30 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
         key_head = nn.Linear(vlm.language_model.config.hidden_size, len(sw.COLOURS)).to(vlm.device)
         groups.append({"params": list(key_head.parameters()), "weight_decay": 0.0, "scale": 1.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+    attn_probs: dict = {}
+    restore = []
+    if cfg.match_loss:  # eager attention returns its probabilities; a hook keeps the supervised layer's
+        n_layers = vlm.language_model.config.num_hidden_layers
+        n_heads = vlm.language_model.config.num_attention_heads
+        if cfg.match_layer >= n_layers or cfg.match_head >= n_heads:
+            raise ValueError(f"match_layer / match_head must be below {n_layers} / {n_heads}, "
+                             f"got {cfg.match_layer} / {cfg.match_head}")
+        tc, old_impl = vlm.text_config, vlm.text_config._attn_implementation
+        tc._attn_implementation = "eager"
+        restore.append(lambda: setattr(tc, "_attn_implementation", old_impl))
+        hook = vlm.attention(cfg.match_layer).register_forward_hook(
+            lambda mod, args, out: attn_probs.__setitem__("p", out[1]))  # (B, H, T, T)
+        restore.append(hook.remove)
     model.train()
     model.vision_model.eval()  # no dropout/BN there, but keep eval semantics for the frozen-ish tower
-    ema = key_ema = None
+    ema = key_ema = match_ema = None
     bar = tqdm(range(cfg.steps), desc="stage 2: episodes", disable=not progress, mininterval=5)
     for step in bar:
         episodes = training_episodes(cfg, step)
         batch = training_batch(vlm, episodes)
         if key_head is None:
+            loss = vlm.loss(batch)
+        elif cfg.match_loss and not cfg.key_loss:
             loss = vlm.loss(batch)
         else:
             pos_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -400,6 +443,14 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
                 key = nn.functional.cross_entropy(key_head(h), torch.tensor(lab, device=h.device))
                 key_ema = key.item() if key_ema is None else 0.98 * key_ema + 0.02 * key.item()
                 loss = loss + cfg.key_loss * key
+        if cfg.match_loss:
+            targets = binding_match_targets(batch, episodes)
+            if targets:
+                p = attn_probs.pop("p")[:, cfg.match_head]  # (B, T, T) probabilities of the supervised head
+                mass = torch.stack([p[b, q, keys].sum() for b, q, keys in targets])  # (n,) on same-colour answers
+                match = -torch.log(mass.clamp(min=1e-6)).mean()
+                match_ema = match.item() if match_ema is None else 0.98 * match_ema + 0.02 * match.item()
+                loss = loss + cfg.match_loss * match
         for g in opt.param_groups:
             g["lr"] = cfg.lr * g["scale"] * _lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
@@ -415,12 +466,15 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
             probe = quick_eval(vlm, cfg.eval_episodes, cfg.seed) if cfg.eval_episodes else {}
             model.train()
             entry = {"stage": "episodes", "step": step + 1, "loss": round(ema, 4),
-                     **({"key_loss": round(key_ema, 4)} if key_ema is not None else {}), "minutes": round((time.time() - t0) / 60, 2), **probe}
+                     **({"key_loss": round(key_ema, 4)} if key_ema is not None else {}),
+                     **({"match_loss": round(match_ema, 4)} if match_ema is not None else {}), "minutes": round((time.time() - t0) / 60, 2), **probe}
             log.append(entry)
             print(json.dumps(entry), flush=True)
             vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": done})
         if last:
             break
+    for undo in restore:
+        undo()
     model.eval()
     wall = time.time() - t0
     summary = {"config": asdict(cfg), "wall_seconds": round(wall, 1), "vision_seconds": round(t_vision, 1),
