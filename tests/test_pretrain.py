@@ -217,3 +217,24 @@ def test_binding_match_targets_point_at_earlier_answers_of_the_same_colour(tmp_p
                          mix={"binding": 1.0}, binding_ways=(2, 2))
     summary = pretrain_teaching(tmp_path / "m", cfg, progress=False)
     assert summary["log"][-1]["match_loss"] > 0
+
+
+def test_model_card_command_reproduces_a_continuations_config(monkeypatch):
+    """The model card prints each continuation as an `mmict pretrain-teaching` command; parsed by the
+    CLI it gives back the run's config (auxiliary losses, schedule snapshot and mix included)."""
+    import shlex
+    from dataclasses import asdict
+
+    import mmict_core.backbones.pretrain as pt
+    from mmict_core.backbones.model_card import _command
+    from mmict_core.cli import build_parser
+
+    run = PretrainConfig(seed=6, steps=4000, stop_at=1500, lr=5e-4, init_from="prev", binding_ways=(2, 4),
+                         key_loss=1.0, key_layer=2, match_loss=0.5, match_layer=2, match_head=1,
+                         mix={"shapes-vqa": 0.25, "binding": 0.5, "format": 0.25})
+    seen = {}
+    monkeypatch.setattr(pt, "pretrain_teaching", lambda out, cfg: seen.setdefault("cfg", cfg) and {"wall_seconds": 0.0})
+    argv = shlex.split(_command(asdict(run)).replace("PREVIOUS", "prev"))
+    args = build_parser().parse_args(argv[1:])
+    args.func(args)
+    assert asdict(seen["cfg"]) == asdict(run)

@@ -75,6 +75,10 @@ def _command(cfg: dict) -> str:
         parts.append(f"--answer-marker {'on' if cfg['answer_marker'] else 'off'}")
     if cfg.get("image_norm") is not None:
         parts.append(f"--image-norm {cfg['image_norm']:g}")
+    if cfg.get("key_loss"):
+        parts.append(f"--key-loss {cfg['key_loss']:g} --key-layer {cfg['key_layer']}")
+    if cfg.get("match_loss"):
+        parts.append(f"--match-loss {cfg['match_loss']:g} --match-layer {cfg['match_layer']} --match-head {cfg['match_head']}")
     return " ".join(parts)
 
 
@@ -100,6 +104,20 @@ def write_model_card(folder: str | Path, reports: list[dict], eval_command: str)
                          f"(warmup {lg['config']['warmup']}, cosine), {lg['wall_seconds'] / 60:.1f} min with "
                          f"{lg['torch_threads']} torch thread(s).")
     cont = "\n".join(conts)
+    if any(lg["config"].get("key_loss") or lg["config"].get("match_loss") for lg in logs):
+        cont += """
+
+Binding needs an induction-style circuit: the demo's *answer* position must carry the colour of the
+image before it (the key), and one head must look from the query's answer position to the earlier
+answers of the same colour and copy the word there.  From the next-token loss alone the 4-layer LM
+stayed on the copy-a-shown-word plateau (binding at chance) through every schedule tried.  The
+stages that pass `--key-loss` / `--match-loss` add two auxiliary training losses for binding
+episodes only: a throw-away linear head must read the item's colour from the LM's residual
+stream at its answer marker and first answer position (`--key-layer`), and one head
+(`--match-layer`, `--match-head`) is asked to put its attention from each predictable answer's
+prediction position on the earlier answers of the same colour.  Neither names the bound word: the
+words are fresh per episode and must still be copied from the demonstrations, so what the model
+does at test time is in-context learning; the losses only show it where to look."""
     total_min = sum(lg["wall_seconds"] for lg in logs) / 60
     log, cfg = logs[0], logs[0]["config"]
     marker_note = "" if json.loads((folder / "teaching.json").read_text()).get("answer_marker", True) else \
