@@ -2,8 +2,8 @@
 
 These are regression checks of *behaviour* on 64 episodes (demonstrations must raise accuracy
 well above what the query alone allows; fixed knowledge well above chance).  They are NOT the
-foundation issue's acceptance targets, which the current checkpoint does not reach: the full
-300-episode table and the targets are in assets/teaching-vlm/MODEL_CARD.md."""
+foundation issue's acceptance targets (measured on 300 episodes): the full table and the targets,
+PASS/FAIL, are in assets/teaching-vlm/MODEL_CARD.md."""
 from __future__ import annotations
 
 import json
@@ -53,6 +53,8 @@ def test_binding_comes_from_the_demonstrations(vlm):
     a = acc(vlm, "binding", [0, 4, 8])
     assert a[0] <= get_task("binding").chance / 2  # nothing to copy from: no leak of the binding
     assert a[4] >= a[0] + 0.25 and a[8] >= a[0] + 0.25
+    # two words are shown: copying either scores 0.5; matching the query's colour to the demos' is needed
+    assert a[4] >= 0.8 and a[8] >= a[4] - 0.1
 
 
 def test_format_induction(vlm):
