@@ -4,7 +4,10 @@ Stage 1 (vision): the ViT learns ShapesWorld attributes per grid cell and digit 
 supervised heads on its patch states (a short separate stage; fixed-knowledge VQA learns far
 faster with it).  Stage 2 (episodes): the whole VLM learns from interleaved episodes of 0-8
 demonstrations mixing every task, next-token loss on every answer (a demo's answer at position j
-is a j-shot prediction), so in-context learning is learned, not built in.
+is a j-shot prediction), so in-context learning is learned, not built in.  Optional auxiliary
+losses on binding episodes (``key_loss``, ``match_loss``; the shipped checkpoint's last two
+continuations use them) show the LM where an induction-style copy must look: the colour at each
+answer position, and one head's attention on the earlier answers of the same colour.
 """
 from __future__ import annotations
 
