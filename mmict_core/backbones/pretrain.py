@@ -428,56 +428,58 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
     model.vision_model.eval()  # no dropout/BN there, but keep eval semantics for the frozen-ish tower
     ema = key_ema = match_ema = None
     bar = tqdm(range(cfg.steps), desc="stage 2: episodes", disable=not progress, mininterval=5)
-    for step in bar:
-        episodes = training_episodes(cfg, step)
-        batch = training_batch(vlm, episodes)
-        if key_head is None:
-            loss = vlm.loss(batch)
-        elif cfg.match_loss and not cfg.key_loss:
-            loss = vlm.loss(batch)
-        else:
-            pos_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-            lm_out = vlm.language_model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                                        position_ids=pos_ids, use_cache=False, output_hidden_states=True)
-            loss = vlm.loss(batch, logits=lm_out.logits)
-            rows, pos, lab = colour_key_targets(batch, episodes)
-            if rows:
-                h = lm_out.hidden_states[cfg.key_layer][rows, pos]  # (n, d) after layer key_layer
-                key = nn.functional.cross_entropy(key_head(h), torch.tensor(lab, device=h.device))
-                key_ema = key.item() if key_ema is None else 0.98 * key_ema + 0.02 * key.item()
-                loss = loss + cfg.key_loss * key
-        if cfg.match_loss:
-            targets = binding_match_targets(batch, episodes)
-            if targets:
-                p = attn_probs.pop("p")[:, cfg.match_head]  # (B, T, T) probabilities of the supervised head
-                mass = torch.stack([p[b, q, keys].sum() for b, q, keys in targets])  # (n,) on same-colour answers
-                match = -torch.log(mass.clamp(min=1e-6)).mean()
-                match_ema = match.item() if match_ema is None else 0.98 * match_ema + 0.02 * match.item()
-                loss = loss + cfg.match_loss * match
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * g["scale"] * _lr_at(step, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip)
-        opt.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{ema:.3f}")
-        done = step + 1
-        last = done == (cfg.stop_at or cfg.steps)
-        if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
-            model.eval()
-            probe = quick_eval(vlm, cfg.eval_episodes, cfg.seed) if cfg.eval_episodes else {}
-            model.train()
-            entry = {"stage": "episodes", "step": step + 1, "loss": round(ema, 4),
-                     **({"key_loss": round(key_ema, 4)} if key_ema is not None else {}),
-                     **({"match_loss": round(match_ema, 4)} if match_ema is not None else {}), "minutes": round((time.time() - t0) / 60, 2), **probe}
-            log.append(entry)
-            print(json.dumps(entry), flush=True)
-            vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": done})
-        if last:
-            break
-    for undo in restore:
-        undo()
+    try:
+        for step in bar:
+            episodes = training_episodes(cfg, step)
+            batch = training_batch(vlm, episodes)
+            if key_head is None:
+                loss = vlm.loss(batch)
+            elif cfg.match_loss and not cfg.key_loss:
+                loss = vlm.loss(batch)
+            else:
+                pos_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+                lm_out = vlm.language_model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                                            position_ids=pos_ids, use_cache=False, output_hidden_states=True)
+                loss = vlm.loss(batch, logits=lm_out.logits)
+                rows, pos, lab = colour_key_targets(batch, episodes)
+                if rows:
+                    h = lm_out.hidden_states[cfg.key_layer][rows, pos]  # (n, d) after layer key_layer
+                    key = nn.functional.cross_entropy(key_head(h), torch.tensor(lab, device=h.device))
+                    key_ema = key.item() if key_ema is None else 0.98 * key_ema + 0.02 * key.item()
+                    loss = loss + cfg.key_loss * key
+            if cfg.match_loss:
+                targets = binding_match_targets(batch, episodes)
+                if targets:
+                    p = attn_probs.pop("p")[:, cfg.match_head]  # (B, T, T) probabilities of the supervised head
+                    mass = torch.stack([p[b, q, keys].sum() for b, q, keys in targets])  # (n,) on same-colour answers
+                    match = -torch.log(mass.clamp(min=1e-6)).mean()
+                    match_ema = match.item() if match_ema is None else 0.98 * match_ema + 0.02 * match.item()
+                    loss = loss + cfg.match_loss * match
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * g["scale"] * _lr_at(step, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip)
+            opt.step()
+            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+            bar.set_postfix(loss=f"{ema:.3f}")
+            done = step + 1
+            last = done == (cfg.stop_at or cfg.steps)
+            if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
+                model.eval()
+                probe = quick_eval(vlm, cfg.eval_episodes, cfg.seed) if cfg.eval_episodes else {}
+                model.train()
+                entry = {"stage": "episodes", "step": step + 1, "loss": round(ema, 4),
+                         **({"key_loss": round(key_ema, 4)} if key_ema is not None else {}),
+                         **({"match_loss": round(match_ema, 4)} if match_ema is not None else {}), "minutes": round((time.time() - t0) / 60, 2), **probe}
+                log.append(entry)
+                print(json.dumps(entry), flush=True)
+                vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": done})
+            if last:
+                break
+    finally:  # the attention implementation and the hook go back even if training fails
+        for undo in restore:
+            undo()
     model.eval()
     wall = time.time() - t0
     summary = {"config": asdict(cfg), "wall_seconds": round(wall, 1), "vision_seconds": round(t_vision, 1),
