@@ -402,27 +402,28 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
         {"params": [p for p in rest if not decay(p)], "weight_decay": 0.0, "scale": 1.0},
         {"params": vision_params, "weight_decay": cfg.weight_decay, "scale": cfg.vision_lr_scale},
     ]
+    captured: dict = {}  # what the auxiliary losses read, kept by forward hooks during each step
+    restore = []
     key_head = None
+    n_layers, n_heads = vlm.language_model.config.num_hidden_layers, vlm.language_model.config.num_attention_heads
+    if cfg.key_loss and cfg.key_layer >= n_layers:
+        raise ValueError(f"key_layer must be below the LM's {n_layers} layers, got {cfg.key_layer}")
+    if cfg.match_loss and (cfg.match_layer >= n_layers or cfg.match_head >= n_heads):
+        raise ValueError(f"match_layer / match_head must be below {n_layers} / {n_heads}, "
+                         f"got {cfg.match_layer} / {cfg.match_head}")
     if cfg.key_loss:  # throw-away linear read-out of the colour (not part of the saved model)
-        n_layers = vlm.language_model.config.num_hidden_layers
-        if cfg.key_layer >= n_layers:
-            raise ValueError(f"key_layer must be below the LM's {n_layers} layers, got {cfg.key_layer}")
         key_head = nn.Linear(vlm.language_model.config.hidden_size, len(sw.COLOURS)).to(vlm.device)
         groups.append({"params": list(key_head.parameters()), "weight_decay": 0.0, "scale": 1.0})
+        hook = vlm.decoder_layers()[cfg.key_layer - 1].register_forward_hook(  # residual after layer key_layer
+            lambda mod, args, out: captured.__setitem__("h", out[0] if isinstance(out, tuple) else out))
+        restore.append(hook.remove)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
-    attn_probs: dict = {}
-    restore = []
     if cfg.match_loss:  # eager attention returns its probabilities; a hook keeps the supervised layer's
-        n_layers = vlm.language_model.config.num_hidden_layers
-        n_heads = vlm.language_model.config.num_attention_heads
-        if cfg.match_layer >= n_layers or cfg.match_head >= n_heads:
-            raise ValueError(f"match_layer / match_head must be below {n_layers} / {n_heads}, "
-                             f"got {cfg.match_layer} / {cfg.match_head}")
         tc, old_impl = vlm.text_config, vlm.text_config._attn_implementation
         tc._attn_implementation = "eager"
         restore.append(lambda: setattr(tc, "_attn_implementation", old_impl))
         hook = vlm.attention(cfg.match_layer).register_forward_hook(
-            lambda mod, args, out: attn_probs.__setitem__("p", out[1]))  # (B, H, T, T)
+            lambda mod, args, out: captured.__setitem__("p", out[1]))  # (B, H, T, T)
         restore.append(hook.remove)
     model.train()
     model.vision_model.eval()  # no dropout/BN there, but keep eval semantics for the frozen-ish tower
@@ -432,25 +433,18 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
         for step in bar:
             episodes = training_episodes(cfg, step)
             batch = training_batch(vlm, episodes)
-            if key_head is None:
-                loss = vlm.loss(batch)
-            elif cfg.match_loss and not cfg.key_loss:
-                loss = vlm.loss(batch)
-            else:
-                pos_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-                lm_out = vlm.language_model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                                            position_ids=pos_ids, use_cache=False, output_hidden_states=True)
-                loss = vlm.loss(batch, logits=lm_out.logits)
+            loss = vlm.loss(batch)
+            if key_head is not None:
                 rows, pos, lab = colour_key_targets(batch, episodes)
                 if rows:
-                    h = lm_out.hidden_states[cfg.key_layer][rows, pos]  # (n, d) after layer key_layer
+                    h = captured["h"][rows, pos]  # (n, d) residual after layer key_layer
                     key = nn.functional.cross_entropy(key_head(h), torch.tensor(lab, device=h.device))
                     key_ema = key.item() if key_ema is None else 0.98 * key_ema + 0.02 * key.item()
                     loss = loss + cfg.key_loss * key
             if cfg.match_loss:
                 targets = binding_match_targets(batch, episodes)
                 if targets:
-                    p = attn_probs.pop("p")[:, cfg.match_head]  # (B, T, T) probabilities of the supervised head
+                    p = captured["p"][:, cfg.match_head]  # (B, T, T) probabilities of the supervised head
                     mass = torch.stack([p[b, q, keys].sum() for b, q, keys in targets])  # (n,) on same-colour answers
                     match = -torch.log(mass.clamp(min=1e-6)).mean()
                     match_ema = match.item() if match_ema is None else 0.98 * match_ema + 0.02 * match.item()
@@ -475,6 +469,7 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
                 log.append(entry)
                 print(json.dumps(entry), flush=True)
                 vlm.save(out, metadata={"pretrain": asdict(cfg), "steps_done": done})
+            captured.clear()
             if last:
                 break
     finally:  # the attention implementation and the hook go back even if training fails
