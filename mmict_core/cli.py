@@ -52,8 +52,10 @@ def run_eval(args: argparse.Namespace) -> list[dict]:
     reports = []
     for task in task_objs:
         res = evaluate_icl(backbone, task.name, args.shots, episodes=args.episodes, seed=args.seed,
-                           selection=args.selection, batch_size=args.batch_size, progress=not args.quiet)
+                           selection=args.selection, batch_size=args.batch_size, progress=not args.quiet,
+                           split=args.split)
         report = {"task": task.name, "method": "icl", "quant": args.quant, "selection": args.selection,
+                  "split": args.split,
                   "seed": args.seed, "chance": round(task.chance, 4), "chance_note": task.chance_note,
                   "metric": res[0].metric,  # what "accuracy" measures (exact_match, vqa_accuracy, cider, ...)
                   "results": [{"shots": r.shots, "accuracy": round(r.accuracy, 4), "n": r.n} for r in res]}
@@ -98,7 +100,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
                          eval_every=args.eval_every, init_from=args.init_from,
                          binding_ways=_int_range(args.binding_ways), stop_at=args.stop_at,
                          answer_marker=None if args.answer_marker is None else args.answer_marker == "on",
-                         image_norm=args.image_norm, induction_steps=args.induction_steps,
+                         image_norm=args.image_norm, vision_lr_scale=args.vision_lr_scale, induction_steps=args.induction_steps,
                          induction_lr=args.induction_lr, key_loss=args.key_loss, key_layer=args.key_layer,
                          match_loss=args.match_loss, match_layer=args.match_layer, match_head=args.match_head,
                          **({"lr": args.lr} if args.lr is not None else {}),
@@ -252,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--selection", choices=STRATEGY_CHOICES, default="random")
     e.add_argument("--backbone", default=None, help=BACKBONE_HELP)
     e.add_argument("--batch-size", type=_positive, default=32)
+    e.add_argument("--split", choices=["test", "val"], default="test",
+                   help="held-out episodes to score: test (reported numbers) or val (for choosing among checkpoints)")
     e.add_argument("--json", default=None, help="write the results here")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=run_eval)
@@ -282,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "binding answer's prediction position should fall on earlier answers of the same colour (0: off)")
     t.add_argument("--match-layer", type=int, default=2, help="decoder layer (0-based) of the supervised head")
     t.add_argument("--match-head", type=int, default=0, help="the supervised head")
+    t.add_argument("--vision-lr-scale", type=float, default=0.3,
+                   help="episode-stage lr of the vision encoder relative to --lr (default 0.3)")
     t.add_argument("--image-norm", type=float, default=None,
                    help="rescale the projection so image tokens have this mean norm before the episode stage")
     t.set_defaults(func=cmd_pretrain)

@@ -31,6 +31,21 @@ def test_eval_json_matches_a_plain_recomputation(tmp_path, capsys):
     assert "format" in printed and "accuracy" in printed
 
 
+def test_eval_split_val_scores_the_validation_episodes(tmp_path):
+    """`--split val` (for choosing among checkpoints) scores other episodes than the reported test split."""
+    out = tmp_path / "v.json"
+    assert main(["eval", "--task", "shapes-vqa", "--shots", "0", "--episodes", "6", "--seed", "0", "--split", "val",
+                 "--json", str(out), "--quiet"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["split"] == "val"
+    vlm = TeachingVLM.load()
+    val = [make_episode("shapes-vqa", 0, seed=0, index=i, split="val") for i in range(6)]
+    test = [make_episode("shapes-vqa", 0, seed=0, index=i, split="test") for i in range(6)]
+    assert [e.query.prompt for e in val] != [e.query.prompt for e in test]
+    hits = sum(exact_match(a, e.query.answers) for a, e in zip(vlm.generate(val, max_new_tokens=5), val))
+    assert rep["results"][0]["accuracy"] == pytest.approx(hits / 6, abs=1e-4)
+
+
 def test_eval_unknown_task_is_a_clear_error(capsys):
     assert main(["eval", "--task", "colours", "--episodes", "2"]) == 2
     err = capsys.readouterr().err

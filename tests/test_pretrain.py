@@ -16,6 +16,8 @@ def test_config_refuses_bad_mix_and_ways():
         PretrainConfig(binding_ways=(1, 3))
     with pytest.raises(ValueError, match="binding_ways"):
         PretrainConfig(binding_ways=(4, 3))
+    with pytest.raises(ValueError, match="vision_lr_scale"):
+        PretrainConfig(vision_lr_scale=-0.1)
 
 
 def test_binding_ways_and_cued_prompts():
@@ -230,7 +232,7 @@ def test_model_card_command_reproduces_a_continuations_config(monkeypatch):
     from mmict_core.cli import build_parser
 
     run = PretrainConfig(seed=6, steps=4000, stop_at=1500, lr=5e-4, init_from="prev", binding_ways=(2, 4),
-                         key_loss=1.0, key_layer=2, match_loss=0.5, match_layer=2, match_head=1,
+                         key_loss=1.0, key_layer=2, match_loss=0.5, match_layer=2, match_head=1, vision_lr_scale=1.0,
                          mix={"shapes-vqa": 0.25, "binding": 0.5, "format": 0.25})
     seen = {}
     monkeypatch.setattr(pt, "pretrain_teaching", lambda out, cfg: seen.setdefault("cfg", cfg) and {"wall_seconds": 0.0})

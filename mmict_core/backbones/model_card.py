@@ -73,6 +73,8 @@ def _command(cfg: dict) -> str:
         parts.append(f"--binding-ways {ways[0]},{ways[1]}")
     if cfg.get("answer_marker") is not None:
         parts.append(f"--answer-marker {'on' if cfg['answer_marker'] else 'off'}")
+    if cfg.get("vision_lr_scale", 0.3) != 0.3:
+        parts.append(f"--vision-lr-scale {cfg['vision_lr_scale']:g}")
     if cfg.get("image_norm") is not None:
         parts.append(f"--image-norm {cfg['image_norm']:g}")
     if cfg.get("key_loss"):

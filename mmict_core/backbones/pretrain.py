@@ -72,6 +72,8 @@ class PretrainConfig:
                              f"{self.match_loss} / {self.match_layer} / {self.match_head}")
         if self.key_loss < 0 or self.key_layer < 1:
             raise ValueError(f"key_loss must be >= 0 and key_layer >= 1, got {self.key_loss} / {self.key_layer}")
+        if self.vision_lr_scale < 0:
+            raise ValueError(f"vision_lr_scale must be >= 0 (0 freezes the vision encoder), got {self.vision_lr_scale}")
         if self.image_norm is not None and not self.image_norm > 0:
             raise ValueError(f"image_norm must be > 0, got {self.image_norm}")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
