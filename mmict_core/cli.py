@@ -97,6 +97,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from .backbones.pretrain import PretrainConfig, pretrain_teaching
 
     cfg = PretrainConfig(seed=args.seed, steps=args.steps, vision_steps=args.vision_steps, batch=args.batch,
+                         vision_lr=args.vision_lr, vision_layers=args.vision_layers,
+                         vision_intermediate=args.vision_intermediate,
                          eval_every=args.eval_every, init_from=args.init_from,
                          binding_ways=_int_range(args.binding_ways), stop_at=args.stop_at,
                          answer_marker=None if args.answer_marker is None else args.answer_marker == "on",
@@ -264,10 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--steps", type=int, default=4000)
-    t.add_argument("--vision-steps", type=int, default=800)
+    t.add_argument("--vision-steps", type=int, default=None,
+                   help="vision-stage steps (default: 800 from scratch, none when continuing with --init-from)")
+    t.add_argument("--vision-lr", type=float, default=2e-3, help="peak lr of the vision stage")
+    t.add_argument("--vision-layers", type=int, default=None,
+                   help="grow the ViT to this many layers first (new layers start as the identity)")
+    t.add_argument("--vision-intermediate", type=int, default=None,
+                   help="grow the ViT's MLP width to this first (new units start with zero output)")
     t.add_argument("--batch", type=_positive, default=16)
     t.add_argument("--eval-every", type=int, default=1000)
-    t.add_argument("--init-from", default=None, help="continue from this teaching-VLM folder (skips the vision stage)")
+    t.add_argument("--init-from", default=None, help="continue from this teaching-VLM folder (no vision stage unless --vision-steps)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate of the episode stage (default 1.5e-3)")
     t.add_argument("--mix", default=None, help="task mix TASK=WEIGHT,... (normalised; default: the shipped mix)")
     t.add_argument("--stop-at", type=int, default=None, help="stop after N steps of the --steps schedule (a snapshot mid-schedule)")

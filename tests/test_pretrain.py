@@ -233,6 +233,7 @@ def test_model_card_command_reproduces_a_continuations_config(monkeypatch):
 
     run = PretrainConfig(seed=6, steps=4000, stop_at=1500, lr=5e-4, init_from="prev", binding_ways=(2, 4),
                          key_loss=1.0, key_layer=2, match_loss=0.5, match_layer=2, match_head=1, vision_lr_scale=1.0,
+                         vision_layers=4, vision_intermediate=256, vision_steps=300, vision_lr=1e-3,
                          mix={"shapes-vqa": 0.25, "binding": 0.5, "format": 0.25})
     seen = {}
     monkeypatch.setattr(pt, "pretrain_teaching", lambda out, cfg: seen.setdefault("cfg", cfg) and {"wall_seconds": 0.0})
@@ -240,3 +241,47 @@ def test_model_card_command_reproduces_a_continuations_config(monkeypatch):
     args = build_parser().parse_args(argv[1:])
     args.func(args)
     assert asdict(seen["cfg"]) == asdict(run)
+
+
+def test_grow_vision_keeps_the_function_and_saves_the_new_sizes(tmp_path):
+    """A deeper, wider ViT computes exactly what the old one did until trained (zero output weights
+    of every new unit and layer), loads back with its new config, and refuses to shrink."""
+    import numpy as np
+    import torch
+
+    from mmict_core.backbones import TeachingVLM
+    from mmict_core.backbones.pretrain import grow_vision
+    from mmict_core.data import shapes as sw
+
+    vlm = TeachingVLM.create(seed=0)
+    with torch.no_grad():  # non-trivial biases, so a dropped or misplaced copy would show
+        for p in vlm.model.vision_model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    images = [sw.sample_scene(np.random.default_rng(i)).render() for i in range(3)]
+    before = vlm.vision_states(images)
+    n_before = sum(p.numel() for p in vlm.model.vision_model.parameters())
+    grow_vision(vlm, layers=4, intermediate=256, seed=1)
+    vc = vlm.model.config.vision_config
+    assert (vc.num_hidden_layers, vc.intermediate_size) == (4, 256)
+    assert len(vlm.model.vision_model.encoder.layers) == 4
+    # 2 old layers gain 128 hidden units (fc1 rows + biases, fc2 columns); 2 new layers of width 256
+    d = vc.hidden_size
+    one_layer = 3 * d * d + 3 * d + d * d + d + d * 256 + 256 + 256 * d + d + 4 * d  # qkv (+ its 3d bias), proj, mlp, 2 LNs
+    assert sum(p.numel() for p in vlm.model.vision_model.parameters()) == n_before + 2 * (128 * d + 128 + 128 * d) + 2 * one_layer
+    assert torch.equal(vlm.vision_states(images), before)
+    vlm.model.vision_model.encoder.layers[3].mlp.fc2.weight.data.fill_(0.01)  # trained: now it differs
+    changed = vlm.vision_states(images)
+    assert not torch.allclose(changed, before)
+    vlm.save(tmp_path / "g")
+    again = TeachingVLM.load(tmp_path / "g")
+    assert torch.equal(again.vision_states(images), changed)
+    with pytest.raises(ValueError, match="only grows"):
+        grow_vision(again, layers=2)
+
+
+def test_vision_stage_default_depends_on_init():
+    assert PretrainConfig().vision_steps == 800
+    assert PretrainConfig(init_from="x").vision_steps == 0
+    assert PretrainConfig(init_from="x", vision_steps=50).vision_steps == 50
+    with pytest.raises(ValueError, match="vision_layers"):
+        PretrainConfig(vision_layers=0)

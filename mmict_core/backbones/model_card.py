@@ -73,6 +73,12 @@ def _command(cfg: dict) -> str:
         parts.append(f"--binding-ways {ways[0]},{ways[1]}")
     if cfg.get("answer_marker") is not None:
         parts.append(f"--answer-marker {'on' if cfg['answer_marker'] else 'off'}")
+    if cfg.get("vision_layers") is not None:
+        parts.append(f"--vision-layers {cfg['vision_layers']}")
+    if cfg.get("vision_intermediate") is not None:
+        parts.append(f"--vision-intermediate {cfg['vision_intermediate']}")
+    if cfg.get("vision_steps"):
+        parts.append(f"--vision-steps {cfg['vision_steps']} --vision-lr {cfg['vision_lr']:g}")
     if cfg.get("vision_lr_scale", 0.3) != 0.3:
         parts.append(f"--vision-lr-scale {cfg['vision_lr_scale']:g}")
     if cfg.get("image_norm") is not None:

@@ -35,9 +35,11 @@ DEFAULT_MIX = {"shapes-vqa": 0.18, "shapes-caption": 0.07, "digits": 0.12, "bind
 @dataclass
 class PretrainConfig:
     seed: int = 0
-    vision_steps: int = 800  # stage 1 steps
+    vision_steps: int | None = None  # stage 1 steps (None: 800 from scratch, 0 when continuing)
     vision_batch: int = 64
     vision_lr: float = 2e-3
+    vision_layers: int | None = None  # grow the ViT to this many layers before the stages (None: keep)
+    vision_intermediate: int | None = None  # grow the ViT's MLP width to this (None: keep); see grow_vision
     steps: int = 4000  # stage 2 steps
     batch: int = 16
     lr: float = 1.5e-3
@@ -65,6 +67,11 @@ class PretrainConfig:
     match_head: int = 0
 
     def __post_init__(self) -> None:
+        if self.vision_steps is None:
+            self.vision_steps = 800 if self.init_from is None else 0
+        for name in ("vision_layers", "vision_intermediate"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or None to keep the ViT's), got {getattr(self, name)}")
         if self.steps < 0 or self.vision_steps < 0 or self.induction_steps < 0 or self.batch < 1:
             raise ValueError("steps, vision_steps and induction_steps must be >= 0 and batch >= 1")
         if self.match_loss < 0 or self.match_layer < 0 or self.match_head < 0:
@@ -138,6 +145,45 @@ class VisionHeads(nn.Module):
         mid = patches[:, g // 4: 3 * g // 4]  # digit rows
         halves = torch.stack([mid[:, :, :h].mean((1, 2)), mid[:, :, h:].mean((1, 2))], 1)  # (B, 2, d)
         return self.shape(cells), self.colour(cells), self.size(cells), self.digit(halves), self.count(states[:, 0])
+
+
+def grow_vision(vlm: TeachingVLM, layers: int | None = None, intermediate: int | None = None, seed: int = 0) -> None:
+    """Deepen / widen the ViT without changing what it computes: each MLP gets extra hidden units
+    whose ``fc2`` columns are zero, and each new layer (appended on top) has a zero ``projection``
+    and ``fc2``, so it adds nothing to the residual stream until trained.  The config follows, so
+    the grown model saves and loads like any other."""
+    vm = vlm.model.vision_model
+    cfg = vm.config
+    layers = cfg.num_hidden_layers if layers is None else int(layers)
+    intermediate = cfg.intermediate_size if intermediate is None else int(intermediate)
+    if layers < cfg.num_hidden_layers or intermediate < cfg.intermediate_size:
+        raise ValueError(f"grow_vision only grows: the ViT has {cfg.num_hidden_layers} layers of MLP width "
+                         f"{cfg.intermediate_size}, asked for {layers} / {intermediate}")
+    from transformers.models.instructblip.modeling_instructblip import InstructBlipEncoderLayer
+
+    gen = torch.Generator().manual_seed(seed)
+    d, old = cfg.hidden_size, cfg.intermediate_size
+    with torch.no_grad():
+        for layer in vm.encoder.layers:
+            fc1, fc2 = layer.mlp.fc1, layer.mlp.fc2
+            new1, new2 = nn.Linear(d, intermediate).to(fc1.weight), nn.Linear(intermediate, d).to(fc2.weight)
+            new1.weight[:old], new1.bias[:old] = fc1.weight, fc1.bias
+            new1.weight[old:] = torch.randn(intermediate - old, d, generator=gen) * cfg.initializer_range
+            new1.bias[old:] = 0.0
+            new2.weight.zero_()
+            new2.weight[:, :old], new2.bias[:] = fc2.weight, fc2.bias  # new units: zero output columns
+            layer.mlp.fc1, layer.mlp.fc2 = new1, new2
+        cfg.intermediate_size = intermediate
+        for _ in range(layers - cfg.num_hidden_layers):
+            layer = InstructBlipEncoderLayer(cfg).to(vm.embeddings.patch_embedding.weight)
+            for lin in (layer.self_attn.qkv, layer.mlp.fc1):
+                lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * cfg.initializer_range)
+            for lin in (layer.self_attn.projection, layer.mlp.fc2):  # identity on the residual at first
+                lin.weight.zero_()
+                lin.bias.zero_()
+            vm.encoder.layers.append(layer)
+        cfg.num_hidden_layers = layers
+    vlm.model.config.vision_config = cfg
 
 
 def pretrain_vision(vlm: TeachingVLM, cfg: PretrainConfig, log: list) -> None:
@@ -387,8 +433,10 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
         vlm.answer_marker_ids = [vlm.tokenizer.token_to_id(ANSWER)] if cfg.answer_marker else []
     if cfg.image_norm is not None:
         rescale_image_tokens(vlm, cfg.image_norm, cfg.seed)
+    if cfg.vision_layers is not None or cfg.vision_intermediate is not None:
+        grow_vision(vlm, cfg.vision_layers, cfg.vision_intermediate, seed=cfg.seed)
     log: list = []
-    if cfg.init_from is None:
+    if cfg.vision_steps:  # from scratch; on a continuation only when asked (e.g. after growing the ViT)
         pretrain_vision(vlm, cfg, log)
     t_vision = time.time() - t0
     if cfg.induction_steps:
