@@ -241,6 +241,8 @@ def test_model_card_command_reproduces_a_continuations_config(monkeypatch):
     args = build_parser().parse_args(argv[1:])
     args.func(args)
     assert asdict(seen["cfg"]) == asdict(run)
+    # a log that ran no vision stage (older runs recorded the from-scratch default) prints none
+    assert "--vision-steps 300" in _command(asdict(run)) and "--vision-steps" not in _command(asdict(run), False)
 
 
 def test_grow_vision_keeps_the_function_and_saves_the_new_sizes(tmp_path):

@@ -46,7 +46,8 @@ def test_query_tokens_are_not_symmetric():
 
 
 def test_fixed_knowledge_zero_shot(vlm):
-    assert acc(vlm, "shapes-vqa", [0])[0] >= get_task("shapes-vqa").chance + 0.2
+    # 0.953 on the 300 test episodes (model card); 0.85 leaves ~3.5 sd of room at 64 episodes
+    assert acc(vlm, "shapes-vqa", [0])[0] >= 0.85 > get_task("shapes-vqa").chance + 0.2
 
 
 def test_binding_comes_from_the_demonstrations(vlm):
