@@ -182,8 +182,7 @@ def grow_vision(vlm: TeachingVLM, layers: int | None = None, intermediate: int |
                 lin.weight.zero_()
                 lin.bias.zero_()
             vm.encoder.layers.append(layer)
-        cfg.num_hidden_layers = layers
-    vlm.model.config.vision_config = cfg
+        cfg.num_hidden_layers = layers  # cfg is the model's own vision_config: it saves with the new sizes
 
 
 def pretrain_vision(vlm: TeachingVLM, cfg: PretrainConfig, log: list) -> None:
