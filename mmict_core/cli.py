@@ -93,21 +93,34 @@ def _parse_mix(text: str) -> dict:
     return {k: v / total for k, v in mix.items()}
 
 
-def cmd_pretrain(args: argparse.Namespace) -> None:
-    from .backbones.pretrain import PretrainConfig, pretrain_teaching
+PRETRAIN_FLAGS = ("seed", "steps", "vision_steps", "vision_lr", "vision_layers", "vision_intermediate", "hub_steps",
+                  "hub_lr", "batch", "eval_every", "init_from", "stop_at", "vision_lr_scale", "induction_steps",
+                  "induction_lr", "key_loss", "key_layer", "match_loss", "match_layer", "match_head", "image_norm",
+                  "lr", "clip_max_shots", "threads")
 
-    cfg = PretrainConfig(seed=args.seed, steps=args.steps, vision_steps=args.vision_steps, batch=args.batch,
-                         vision_lr=args.vision_lr, vision_layers=args.vision_layers,
-                         vision_intermediate=args.vision_intermediate,
-                         eval_every=args.eval_every, init_from=args.init_from,
-                         binding_ways=_int_range(args.binding_ways), stop_at=args.stop_at,
-                         answer_marker=None if args.answer_marker is None else args.answer_marker == "on",
-                         image_norm=args.image_norm, vision_lr_scale=args.vision_lr_scale, induction_steps=args.induction_steps,
-                         induction_lr=args.induction_lr, key_loss=args.key_loss, key_layer=args.key_layer,
-                         match_loss=args.match_loss, match_layer=args.match_layer, match_head=args.match_head,
-                         **({"lr": args.lr} if args.lr is not None else {}),
-                         **({"mix": _parse_mix(args.mix)} if args.mix else {}))
-    summary = pretrain_teaching(args.out, cfg)
+
+def pretrain_config_from_args(args: argparse.Namespace):
+    """The PretrainConfig a `pretrain-teaching` command line asks for: the recipe's defaults, with
+    only the flags that were given changed."""
+    from .teaching import PretrainConfig
+
+    kw = {k: getattr(args, k) for k in PRETRAIN_FLAGS if getattr(args, k, None) is not None}
+    if args.binding_ways is not None:
+        kw["binding_ways"] = _int_range(args.binding_ways)
+    if args.answer_marker is not None:
+        kw["answer_marker"] = args.answer_marker == "on"
+    if args.mix:
+        kw["mix"] = _parse_mix(args.mix)
+    try:
+        return PretrainConfig(**kw)
+    except ValueError as e:
+        raise SystemExit(f"pretrain-teaching: {e}") from None
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from .teaching import pretrain_teaching
+
+    summary = pretrain_teaching(args.out, pretrain_config_from_args(args))
     print(f"saved to {args.out} in {summary['wall_seconds'] / 60:.1f} min")
 
 
@@ -262,42 +275,44 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=run_eval)
 
-    t = sub.add_parser("pretrain-teaching", help="reproduce the teaching VLM from a seed")
+    t = sub.add_parser("pretrain-teaching", help="train the teaching VLM from scratch (the shipped recipe; flags only for experiments)")
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--steps", type=int, default=4000)
-    t.add_argument("--vision-steps", type=int, default=None,
-                   help="vision-stage steps (default: 800 from scratch, none when continuing with --init-from)")
-    t.add_argument("--vision-lr", type=float, default=2e-3, help="peak lr of the vision stage")
-    t.add_argument("--vision-layers", type=int, default=None,
-                   help="grow the ViT to this many layers first (new layers start as the identity)")
-    t.add_argument("--vision-intermediate", type=int, default=None,
-                   help="grow the ViT's MLP width to this first (new units start with zero output)")
-    t.add_argument("--batch", type=_positive, default=16)
-    t.add_argument("--eval-every", type=int, default=1000)
-    t.add_argument("--init-from", default=None, help="continue from this teaching-VLM folder (no vision stage unless --vision-steps)")
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate of the episode stage (default 1.5e-3)")
-    t.add_argument("--mix", default=None, help="task mix TASK=WEIGHT,... (normalised; default: the shipped mix)")
-    t.add_argument("--stop-at", type=int, default=None, help="stop after N steps of the --steps schedule (a snapshot mid-schedule)")
-    t.add_argument("--binding-ways", default="2,2", help="LO,HI: n_way of training binding episodes (default 2,2)")
-    t.add_argument("--answer-marker", choices=["on", "off"], default=None,
-                   help="off: each answer right after its image tokens, no <answer> marker (default: as the init)")
-    t.add_argument("--induction-steps", type=int, default=0,
-                   help="text-only associative-recall steps for the LM before the episodes (0: none)")
-    t.add_argument("--induction-lr", type=float, default=5e-4, help="peak lr of the induction stage")
-    t.add_argument("--key-loss", type=float, default=0.0,
-                   help="weight of the auxiliary binding-key loss: a throw-away head reads each binding item's "
-                        "colour at its answer marker and first answer position (0: off)")
-    t.add_argument("--key-layer", type=int, default=2, help="LM layer whose output the key loss reads")
-    t.add_argument("--match-loss", type=float, default=0.0,
-                   help="weight of the binding-match attention loss: one head's attention from each predictable "
-                        "binding answer's prediction position should fall on earlier answers of the same colour (0: off)")
-    t.add_argument("--match-layer", type=int, default=2, help="decoder layer (0-based) of the supervised head")
-    t.add_argument("--match-head", type=int, default=0, help="the supervised head")
-    t.add_argument("--vision-lr-scale", type=float, default=0.3,
-                   help="episode-stage lr of the vision encoder relative to --lr (default 0.3)")
-    t.add_argument("--image-norm", type=float, default=None,
-                   help="rescale the projection so image tokens have this mean norm before the episode stage")
+    rec = t.add_argument_group("experiments (default: the shipped recipe, mmict_core.teaching.PretrainConfig)")
+    rec.add_argument("--steps", type=int, default=None, help="episode-stage steps")
+    rec.add_argument("--vision-steps", type=int, default=None,
+                     help="vision-stage steps (default: the recipe's from scratch, none when continuing with --init-from)")
+    rec.add_argument("--vision-lr", type=float, default=None, help="peak lr of the vision stage")
+    rec.add_argument("--vision-layers", type=int, default=None, help="ViT layers (a continuation grows its ViT to this)")
+    rec.add_argument("--vision-intermediate", type=int, default=None, help="ViT MLP width (a continuation grows to this)")
+    rec.add_argument("--hub-steps", type=int, default=None, help="M-Hub text-path stage steps (ITG + ITM)")
+    rec.add_argument("--hub-lr", type=float, default=None, help="peak lr of the M-Hub text-path stage")
+    rec.add_argument("--batch", type=_positive, default=None, help="episodes per step")
+    rec.add_argument("--eval-every", type=int, default=None, help="probe + snapshot every N episode steps")
+    rec.add_argument("--init-from", default=None, help="continue from this teaching-VLM folder (no vision / hub stage unless asked)")
+    rec.add_argument("--lr", type=float, default=None, help="peak learning rate of the episode stage")
+    rec.add_argument("--mix", default=None, help="task mix TASK=WEIGHT,... (normalised)")
+    rec.add_argument("--stop-at", type=int, default=None, help="stop after N steps of the --steps schedule (a snapshot mid-schedule)")
+    rec.add_argument("--binding-ways", default=None, help="LO,HI: n_way of training binding episodes")
+    rec.add_argument("--clip-max-shots", type=int, default=None, help="demonstrations per clip training episode")
+    rec.add_argument("--answer-marker", choices=["on", "off"], default=None,
+                     help="off: each answer right after its image tokens, no <answer> marker")
+    rec.add_argument("--induction-steps", type=int, default=None,
+                     help="text-only associative-recall steps for the LM before the episodes (experimental)")
+    rec.add_argument("--induction-lr", type=float, default=None, help="peak lr of the induction stage")
+    rec.add_argument("--key-loss", type=float, default=None,
+                     help="weight of the auxiliary binding-key loss: a throw-away head reads each binding item's "
+                          "colour at its answer marker and first answer position (0: off)")
+    rec.add_argument("--key-layer", type=int, default=None, help="LM layer whose output the key loss reads")
+    rec.add_argument("--match-loss", type=float, default=None,
+                     help="weight of the binding-match attention loss: one head's attention from each predictable "
+                          "binding answer's prediction position should fall on earlier answers of the same colour (0: off)")
+    rec.add_argument("--match-layer", type=int, default=None, help="decoder layer (0-based) of the supervised head")
+    rec.add_argument("--match-head", type=int, default=None, help="the supervised head")
+    rec.add_argument("--vision-lr-scale", type=float, default=None, help="episode-stage lr of the vision encoder relative to --lr")
+    rec.add_argument("--image-norm", type=float, default=None,
+                     help="rescale the projection so image tokens have this mean norm before the episode stage")
+    rec.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     t.set_defaults(func=cmd_pretrain)
 
     tr = sub.add_parser("train", help="train one method on one task and save the adapter")

@@ -28,14 +28,14 @@ META_FILE = "teaching.json"
 
 
 def teaching_config(vocab_size: int, *, image_size: int = 32, patch_size: int = 4, vision_hidden: int = 64,
-                    vision_layers: int = 2, qformer_hidden: int = 64, qformer_layers: int = 2,
+                    vision_layers: int = 2, vision_intermediate: int | None = None, qformer_hidden: int = 64, qformer_layers: int = 2,
                     num_query_tokens: int = 8, lm_hidden: int = 128, lm_layers: int = 4, lm_heads: int = 4,
                     lm_intermediate: int = 256, image_token_id: int = 4, pad_token_id: int = 0,
                     bos_token_id: int = 2, eos_token_id: int = 3) -> InstructBlipConfig:
     """Config of the teaching VLM (about 1M parameters)."""
     return InstructBlipConfig(
         vision_config=dict(image_size=image_size, patch_size=patch_size, hidden_size=vision_hidden,
-                           intermediate_size=vision_hidden * 2, num_hidden_layers=vision_layers,
+                           intermediate_size=vision_intermediate or vision_hidden * 2, num_hidden_layers=vision_layers,
                            num_attention_heads=4, initializer_range=0.02),
         qformer_config=dict(vocab_size=vocab_size, hidden_size=qformer_hidden, num_hidden_layers=qformer_layers,
                             num_attention_heads=4, intermediate_size=qformer_hidden * 2, cross_attention_frequency=1,

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import clips as cl
 from . import digits as dg
 from . import shapes as sw
 from .example import Episode, Example, validate_k
@@ -47,7 +48,13 @@ PROMPTS = {
     "digits": "what digits are these ?",
     "binding": "what is this ?",
     "operator": "what is the result ?",
+    "clip-caption": "describe the video .",
+    "ft-vqa": "what is in the {cell} ?",
+    "ft-caption": "list the shapes .",
+    "ft-video-qa": "which shape acts ?",
+    "ft-video-caption": "what happens in the video ?",
 }
+NAMINGS = ("colour", "size")  # the downstream tasks' per-episode naming conventions
 
 
 @dataclass
@@ -285,6 +292,160 @@ class Format(Task):
         return pool, self.item(rng, style), {"style": style}
 
 
+# ------------------------------------------------------------------------------------------------
+# video: ShapesWorld clips (several frames per item)
+
+
+@dataclass
+class ClipQA(Task):
+    name: str = "clip-qa"
+    description: str = "Questions about a 4-8 frame ShapesWorld clip: what moves, which way, what appears or disappears, what happens to an object, how many at the end."
+    max_new_tokens: int = 5
+    default_pool_size: int = 16
+    chance_note: str = "majority answer over the question-type mix (empirical, 2,000 clips)"
+
+    @property
+    def chance(self) -> float:
+        return _empirical_majority(self)
+
+    def item(self, rng: np.random.Generator) -> Example:
+        qtype = cl.QTYPES[rng.integers(len(cl.QTYPES))]  # question types equally often
+        while True:  # a clip on which that question is well posed
+            clip = cl.sample_clip(rng)
+            if cl.clip_question_fits(clip, qtype):
+                break
+        prompt, answer, qtype = cl.clip_question(rng, clip, (qtype,))
+        return Example(images=clip.render(), prompt=prompt, answers=[answer], task=self.name,
+                       meta=dict(qtype=qtype, events=clip.describe(), frames=clip.n_frames))
+
+    def generate(self, rng, split, pool_size):
+        return [self.item(rng) for _ in range(pool_size)], self.item(rng), {}
+
+
+@dataclass
+class ClipCaption(Task):
+    name: str = "clip-caption"
+    description: str = "Describe each event of a ShapesWorld clip ('the small red circle moves left and the large blue cross appears')."
+    max_new_tokens: int = 16
+    default_pool_size: int = 16
+    chance_note: str = "exact match of the most common caption (empirical, 2,000 clips)"
+
+    @property
+    def chance(self) -> float:
+        return _empirical_majority(self)
+
+    def item(self, rng: np.random.Generator) -> Example:
+        clip = cl.sample_clip(rng)
+        return Example(images=clip.render(), prompt=PROMPTS["clip-caption"], answers=[clip.describe()], task=self.name,
+                       meta=dict(events=len(clip.actors()), frames=clip.n_frames))
+
+    def generate(self, rng, split, pool_size):
+        return [self.item(rng) for _ in range(pool_size)], self.item(rng), {}
+
+
+# ------------------------------------------------------------------------------------------------
+# downstream fine-tuning tasks (the MMICT paper's setting; see docs/tasks/downstream.md)
+
+
+@dataclass
+class Downstream(Task):
+    """A downstream task of the case study.  Each episode's annotations follow one of two naming
+    conventions, shown only by its demonstrations: an object is named by its colour and shape
+    ("red circle") or by its size and shape ("small circle").  The pretrained teaching VLM never
+    answers in either form (it names objects "small red circle"), a fine-tuned model can learn the
+    content but not which convention an episode uses, and the demonstrations carry exactly that."""
+
+    case: str = ""  # which of the MMICT paper's case-study types it stands for
+    chance_note: str = "majority answer (empirical, 2,000 items); a model that knows the content but not the episode's naming convention is capped at 0.5"
+    naming_blind: float = 0.5  # best accuracy without the convention (each convention has probability 1/2)
+
+    @property
+    def chance(self) -> float:
+        rng = np.random.default_rng(0)
+        answers: dict[str, int] = {}
+        for _ in range(2000):
+            a = self.item(rng, NAMINGS[int(rng.integers(2))]).answer
+            answers[a] = answers.get(a, 0) + 1
+        return max(answers.values()) / 2000
+
+    @abstractmethod
+    def item(self, rng: np.random.Generator, naming: str) -> Example:
+        """One item whose answer names objects by ``naming``; ``meta['alternative']`` holds the
+        answer under the other convention (for a convention-blind content score)."""
+
+    def generate(self, rng, split, pool_size):
+        naming = NAMINGS[int(rng.integers(len(NAMINGS)))]
+        return [self.item(rng, naming) for _ in range(pool_size)], self.item(rng, naming), {"naming": naming}
+
+
+def _other(naming: str) -> str:
+    return NAMINGS[1 - NAMINGS.index(naming)]
+
+
+def _name(obj: sw.ShapeObject, naming: str) -> str:
+    return f"{obj.colour if naming == 'colour' else obj.size} {obj.shape}"
+
+
+@dataclass
+class FtVQA(Downstream):
+    name: str = "ft-vqa"
+    description: str = "Case study (a) VQA: 'what is in the top left ?' answered by naming the object the episode's way ('red circle' or 'small circle')."
+    case: str = "vqa"
+    max_new_tokens: int = 4
+
+    def item(self, rng, naming):
+        scene = sw.sample_scene(rng)
+        obj = scene.objects[rng.integers(len(scene.objects))]
+        return Example(images=[scene.render()], prompt=PROMPTS["ft-vqa"].format(cell=obj.cell),
+                       answers=[_name(obj, naming)], task=self.name,
+                       meta=dict(naming=naming, alternative=_name(obj, _other(naming)), scene=scene.describe()))
+
+
+@dataclass
+class FtCaption(Downstream):
+    name: str = "ft-caption"
+    description: str = "Case study (b) captioning: list every object in cell order, named the episode's way ('red circle and blue cross' or 'small circle and large cross')."
+    case: str = "caption"
+    max_new_tokens: int = 16
+
+    def item(self, rng, naming):
+        scene = sw.sample_scene(rng)
+        objs = sorted(scene.objects, key=lambda o: sw.CELLS.index(o.cell))
+        cap = lambda nm: " and ".join(_name(o, nm) for o in objs)  # noqa: E731
+        return Example(images=[scene.render()], prompt=PROMPTS["ft-caption"], answers=[cap(naming)], task=self.name,
+                       meta=dict(naming=naming, alternative=cap(_other(naming)), scene=scene.describe()))
+
+
+@dataclass
+class FtVideoQA(Downstream):
+    name: str = "ft-video-qa"
+    description: str = "Case study (c) video QA: 'which shape acts ?' on a clip with one event, answered by naming the actor the episode's way."
+    case: str = "video-qa"
+    max_new_tokens: int = 4
+    default_pool_size: int = 16
+
+    def item(self, rng, naming):
+        clip = cl.sample_clip(rng, n_events=1)
+        actor = clip.actors()[0]
+        return Example(images=clip.render(), prompt=PROMPTS["ft-video-qa"], answers=[actor.name(naming)], task=self.name,
+                       meta=dict(naming=naming, alternative=actor.name(_other(naming)), events=clip.describe()))
+
+
+@dataclass
+class FtVideoCaption(Downstream):
+    name: str = "ft-video-caption"
+    description: str = "Case study (d) video captioning: 'what happens in the video ?' — each event, its actor named the episode's way."
+    case: str = "video-caption"
+    max_new_tokens: int = 16
+    default_pool_size: int = 16
+
+    def item(self, rng, naming):
+        clip = cl.sample_clip(rng)
+        return Example(images=clip.render(), prompt=PROMPTS["ft-video-caption"], answers=[clip.describe(naming)],
+                       task=self.name, meta=dict(naming=naming, alternative=clip.describe(_other(naming)),
+                                                 events=clip.describe()))
+
+
 def _empirical_majority(task: Task, n: int = 2000) -> float:
     rng = np.random.default_rng(0)
     answers: dict[str, int] = {}
@@ -304,7 +465,15 @@ TASKS: dict[str, Callable[..., Task]] = {
     "binding": Binding,
     "operator": Operator,
     "format": Format,
+    "clip-qa": ClipQA,
+    "clip-caption": ClipCaption,
+    "ft-vqa": FtVQA,
+    "ft-caption": FtCaption,
+    "ft-video-qa": FtVideoQA,
+    "ft-video-caption": FtVideoCaption,
 }
+PRETRAINING_TASKS = ("shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format", "clip-qa", "clip-caption")
+DOWNSTREAM_TASKS = ("ft-vqa", "ft-caption", "ft-video-qa", "ft-video-caption")  # never in pretraining
 
 
 def task_names() -> list[str]:
@@ -370,7 +539,8 @@ def vocabulary() -> list[str]:
     words.update("how many shapes are there ?".split())
     words.update("where is the a and".split())
     for p in PROMPTS.values():
-        words.update(p.split())
+        words.update(p.format(cell="").split())
+    words.update(cl.clip_vocabulary())
     words.update(sw.SHAPES, sw.COLOURS, sw.SIZES)
     words.update(str(i) for i in range(-9, 82))
     words.update(NONSENSE_WORDS, SPANISH.values())
