@@ -58,11 +58,14 @@ def run_eval(args: argparse.Namespace) -> list[dict]:
                   "split": args.split,
                   "seed": args.seed, "chance": round(task.chance, 4), "chance_note": task.chance_note,
                   "metric": res[0].metric,  # what "accuracy" measures (exact_match, vqa_accuracy, cider, ...)
-                  "results": [{"shots": r.shots, "accuracy": round(r.accuracy, 4), "n": r.n} for r in res]}
+                  "results": [{"shots": r.shots, "accuracy": round(r.accuracy, 4), "n": r.n,
+                               **{k: round(v, 4) for k, v in r.extra.items()}} for r in res]}
         reports.append(report)
         print(f"\n{task.name}  (method icl, metric {res[0].metric}, quant {args.quant}, selection {args.selection}, "
               f"chance {task.chance:.3f}: {task.chance_note})")
-        print(format_table([{"shots": r.shots, "accuracy": f"{r.accuracy:.3f}", "n": r.n} for r in res], ["shots", "accuracy", "n"]))
+        extra = list(res[0].extra)
+        print(format_table([{"shots": r.shots, "accuracy": f"{r.accuracy:.3f}", "n": r.n,
+                             **{k: f"{v:.3f}" for k, v in r.extra.items()}} for r in res], ["shots", "accuracy", *extra, "n"]))
     print(f"\n(backbone loaded in {load_s:.1f}s; total {time.time() - t0:.1f}s)")
     if args.json:
         out = reports[0] if len(reports) == 1 else reports

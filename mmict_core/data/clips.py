@@ -181,6 +181,7 @@ def sample_clip(rng: np.random.Generator, n_objects: int | None = None, n_events
         raise ValueError(f"{n_ev} events need at least as many objects, got {n}")
     colours = [list(sw.COLOURS)[i] for i in rng.permutation(len(sw.COLOURS))]
     free = [sw.CELLS[i] for i in rng.permutation(4)]
+    spare = colours[MAX_OBJECTS:]  # colours no object starts with: what 'turns' may turn into, each at most once
     taken: set[str] = set()
     objs: list[ClipObject] = []
     for j in range(n):
@@ -210,8 +211,7 @@ def sample_clip(rng: np.random.Generator, n_objects: int | None = None, n_events
         elif kind in ("appears", "disappears", "turns", "grows", "shrinks"):
             at = int(rng.integers(1, F))
             if kind == "turns":
-                new = colours[MAX_OBJECTS + int(rng.integers(len(sw.COLOURS) - MAX_OBJECTS))]  # never another object's
-                event = Event("turns", at=at, colour=new)
+                event = Event("turns", at=at, colour=spare.pop(int(rng.integers(len(spare)))))
             elif kind == "grows":
                 size, event = "small", Event("grows", at=at)
             elif kind == "shrinks":

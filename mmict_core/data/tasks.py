@@ -66,6 +66,7 @@ class Task(ABC):
     needs_demos: bool = False  # True when the answer cannot be known without demonstrations
     max_new_tokens: int = 8
     default_pool_size: int = 32
+    extra_metrics: tuple = ()  # secondary metrics reported beside the main one (see evaluate.icl.EXTRA_METRICS)
 
     @property
     @abstractmethod
@@ -327,6 +328,7 @@ class ClipCaption(Task):
     name: str = "clip-caption"
     description: str = "Describe each event of a ShapesWorld clip ('the small red circle moves left and the large blue cross appears')."
     max_new_tokens: int = 16
+    extra_metrics: tuple = ("cider",)
     default_pool_size: int = 16
     chance_note: str = "exact match of the most common caption (empirical, 2,000 clips)"
 
@@ -358,6 +360,7 @@ class Downstream(Task):
     case: str = ""  # which of the MMICT paper's case-study types it stands for
     chance_note: str = "majority answer (empirical, 2,000 items); a model that knows the content but not the episode's naming convention is capped at 0.5"
     naming_blind: float = 0.5  # best accuracy without the convention (each convention has probability 1/2)
+    extra_metrics: tuple = ("content",)  # exact match under either convention: what a convention-blind model can reach
 
     @property
     def chance(self) -> float:
@@ -407,6 +410,7 @@ class FtCaption(Downstream):
     description: str = "Case study (b) captioning: list every object in cell order, named the episode's way ('red circle and blue cross' or 'small circle and large cross')."
     case: str = "caption"
     max_new_tokens: int = 16
+    extra_metrics: tuple = ("content", "cider")
 
     def item(self, rng, naming):
         scene = sw.sample_scene(rng)
@@ -437,6 +441,7 @@ class FtVideoCaption(Downstream):
     description: str = "Case study (d) video captioning: 'what happens in the video ?' — each event, its actor named the episode's way."
     case: str = "video-caption"
     max_new_tokens: int = 16
+    extra_metrics: tuple = ("content", "cider")
     default_pool_size: int = 16
 
     def item(self, rng, naming):

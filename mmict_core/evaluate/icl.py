@@ -28,6 +28,29 @@ class ShotResult:
     predictions: list[tuple[str, str]] = field(default_factory=list)  # (prediction, reference)
     seconds: float = 0.0  # generation wall time for all n queries
     metric: str = EXACT_MATCH
+    extra: dict = field(default_factory=dict)  # the task's secondary metrics (``Task.extra_metrics``), by name
+
+
+EXTRA_METRICS = ("cider", "content")  # secondary metrics a task may ask for beside its main one
+
+
+def extra_scores(names: Sequence[str], predictions: Sequence[str], references: Sequence[Sequence[str]],
+                 alternatives: Sequence[str | None]) -> dict:
+    """Secondary metrics of one run: ``cider`` (CIDEr-D, document frequencies from the run's own
+    references) and ``content`` (exact match against the answer OR its alternative, e.g. the same
+    content under the other naming convention of a downstream task)."""
+    out = {}
+    for name in names:
+        if name == "cider":
+            from .metrics import CiderD
+
+            out[name] = CiderD(references).score(list(predictions), list(references)).score
+        elif name == "content":
+            out[name] = sum(exact_match(p, list(r) + ([a] if a else [])) for p, r, a in
+                            zip(predictions, references, alternatives)) / len(predictions)
+        else:
+            raise ValueError(f"unknown secondary metric {name!r}; known: {', '.join(EXTRA_METRICS)}")
+    return out
 
 
 def task_metric(task) -> str:
@@ -104,7 +127,7 @@ def evaluate_generation(generate: Callable, task, shots: Sequence[int], *, episo
     bar = tqdm(total=total, desc=f"{t.name}", disable=not progress, leave=False)
     done = 0
     for k in shots:
-        outs_all, refs_all, preds, secs = [], [], [], 0.0
+        outs_all, refs_all, alts, preds, secs = [], [], [], [], 0.0
         for start in range(0, episodes, batch_size):
             eps = [make_episode(t, k, seed=seed, index=i, split=split, selection=selection, embed_fn=embed,
                                 pool_size=max(t.default_pool_size, k))
@@ -117,12 +140,14 @@ def evaluate_generation(generate: Callable, task, shots: Sequence[int], *, episo
                 out = cut_answer(out, cut_at) if cut_at else out
                 outs_all.append(out)
                 refs_all.append(list(ep.query.answers))
+                alts.append(ep.query.meta.get("alternative"))
                 if len(preds) < keep_predictions:
                     preds.append((out, ep.query.answer))
             done += len(eps)
             bar.update(len(eps))
             if callback:
                 callback(done / total, f"{t.name} {k}-shot")
-        results.append(ShotResult(int(k), scorer(outs_all, refs_all), episodes, preds, secs, metric))
+        extra = extra_scores(getattr(t, "extra_metrics", ()), outs_all, refs_all, alts)
+        results.append(ShotResult(int(k), scorer(outs_all, refs_all), episodes, preds, secs, metric, extra))
     bar.close()
     return results
