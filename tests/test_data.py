@@ -30,7 +30,8 @@ from mmict_core.data import shapes as sw
 from mmict_core.data import tasks as tk
 from mmict_core.data.tasks import Binding, Format, Operator
 
-ALL_TASKS = ["shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format"]
+ALL_TASKS = ["shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format", "clip-qa", "clip-caption",
+             "ft-vqa", "ft-caption", "ft-video-qa", "ft-video-caption"]
 CELL_NAMES = ["top left", "top right", "bottom left", "bottom right"]
 # cell -> (row slice, col slice) of its 16x16 block in the 32x32 image
 CELL_BLOCKS = {

@@ -30,6 +30,8 @@ class PretrainConfig:
     hub_lr: float = 1e-3
     hub_itg: float = 1.0  # weight of image-grounded text generation
     hub_itm: float = 1.0  # weight of image-text matching
+    hub_text_negatives: bool = True  # ITM also on answer-swapped texts (see hub.hub_losses)
+    probe_scenes: int = 900  # scenes of the M-Hub probe run around the stage (see hub.mhub_probe)
     # stage (experimental, off): text-only associative recall for the LM
     induction_steps: int = 0
     induction_lr: float = 5e-4

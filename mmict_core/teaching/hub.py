@@ -105,8 +105,12 @@ def _same_task_roll(items: Sequence[Example]) -> list[int]:
     return partner
 
 
-def hub_losses(vlm: TeachingVLM, heads: HubHeads, items: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(ITG loss, ITM loss, ITM accuracy) on one batch of items."""
+def hub_losses(vlm: TeachingVLM, heads: HubHeads, items: Sequence[Example],
+               text_negatives: bool = True) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(ITG loss, ITM loss, ITM accuracy) on one batch of items.  ITM's negatives: each text with a
+    same-task item's image, and (``text_negatives``) each image with the same prompt but a
+    same-task item's answer (when the answers differ): the hard case, where only the grounded
+    words tell the pair from a match."""
     texts = [f"{ex.prompt} {ex.answer}" for ex in items]
     ids, tmask = vlm.qformer_text(texts)  # (N, L)
     mem, mmask = item_memory(vlm, items)
@@ -123,10 +127,20 @@ def hub_losses(vlm: TeachingVLM, heads: HubHeads, items: Sequence[Example]) -> t
     all_mem = torch.cat([mem, neg_mem])
     all_mmask = torch.cat([mmask, neg_mask])
     all_ids, all_tmask = torch.cat([ids, ids[keep]]), torch.cat([tmask, tmask[keep]])
+    n_neg = len(keep)
+    if text_negatives:  # the item's own image, its prompt, another item's answer
+        swap = [i for i in keep if items[partner[i]].answer != items[i].answer]
+        if swap:
+            sids, smask = vlm.qformer_text([f"{items[i].prompt} {items[partner[i]].answer}" for i in swap])
+            L = max(all_ids.shape[1], sids.shape[1])
+            pad = lambda t: nn.functional.pad(t, (0, L - t.shape[1]))  # noqa: E731  right-pad ids / masks to L
+            all_ids, all_tmask = torch.cat([pad(all_ids), pad(sids)]), torch.cat([pad(all_tmask), pad(smask)])
+            all_mem, all_mmask = torch.cat([all_mem, mem[swap]]), torch.cat([all_mmask, mmask[swap]])
+            n_neg += len(swap)
     hb = qformer_run(vlm, all_mem, all_mmask, all_ids, all_tmask, causal=False)[:, Q:]  # (N', L, d_q)
     m = all_tmask.unsqueeze(-1).to(hb.dtype)
     pooled = (hb * m).sum(1) / m.sum(1).clamp(min=1)  # (N', d_q) mean over real text tokens
-    lab = torch.cat([torch.ones(len(items)), torch.zeros(len(keep))]).long().to(hb.device)
+    lab = torch.cat([torch.ones(len(items)), torch.zeros(n_neg)]).long().to(hb.device)
     itm_logits = heads.itm(pooled)
     itm = nn.functional.cross_entropy(itm_logits, lab)
     acc = (itm_logits.argmax(-1) == lab).float().mean().item()
@@ -143,7 +157,7 @@ def hub_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: bool =
     model.qformer.train()
     itg_ema = itm_ema = acc_ema = None
     for step in tqdm(range(cfg.hub_steps), desc="M-Hub text path", mininterval=5, disable=not progress):
-        itg, itm, acc = hub_losses(vlm, heads, hub_items(cfg, step))
+        itg, itm, acc = hub_losses(vlm, heads, hub_items(cfg, step), cfg.hub_text_negatives)
         loss = cfg.hub_itg * itg + cfg.hub_itm * itm
         warm = min(1.0, (step + 1) / 50)
         for g in opt.param_groups:

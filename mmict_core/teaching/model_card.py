@@ -14,9 +14,14 @@ def _table(reports: list[dict]) -> str:
     sep = "|" + "---|" * (3 + len(shots))
     rows = []
     for rep in reports:
-        by = {r["shots"]: r["accuracy"] for r in rep["results"]}
-        cells = " | ".join(f"{by[s]:.3f}" if s in by else "–" for s in shots)
-        rows.append(f"| {rep['task']} | {rep['quant']} | {rep['chance']:.3f} | {cells} |")
+        by = {r["shots"]: r for r in rep["results"]}
+
+        def cell(s):
+            if s not in by:
+                return "–"
+            extra = "".join(f" ({k} {by[s][k]:.3f})" for k in ("cider",) if k in by[s])
+            return f"{by[s]['accuracy']:.3f}{extra}"
+        rows.append(f"| {rep['task']} | {rep['quant']} | {rep['chance']:.3f} | " + " | ".join(cell(s) for s in shots) + " |")
     return "\n".join([head, sep, *rows])
 
 
@@ -43,6 +48,12 @@ def _acceptance(reports: list[dict]) -> str:
     o = acc.get(("operator", "none"), {})
     if 4 in o:
         row("operator 4-shot >= 3x chance", o[4] >= 3 * chance["operator"], f"{o[4]:.3f} = {o[4] / chance['operator']:.2f}x")
+    c = acc.get(("clip-qa", "none"), {})
+    if 0 in c:
+        row("clip-qa 0-shot >= 0.85", c[0] >= 0.85, f"{c[0]:.3f}")
+    cc = acc.get(("clip-caption", "none"), {})
+    if 0 in cc:
+        row("clip-caption 0-shot exact match >= 0.6", cc[0] >= 0.6, f"{cc[0]:.3f}")
     for q in ("8bit", "4bit"):
         diffs = [abs(acc[(t, q)][k] - acc[(t, "none")][k]) for (t, qq) in acc if qq == q and (t, "none") in acc
                  for k in acc[(t, q)] if k in acc[(t, "none")]]
@@ -61,97 +72,94 @@ def _status(reports: list[dict]) -> str:
             "shown words* without yet matching the query's colour.")
 
 
-def _command(cfg: dict, vision_ran: bool = True) -> str:
-    """The `mmict pretrain-teaching` command line of a continuation run's config.  ``vision_ran``:
-    whether its log has a vision stage (runs logged before `--vision-steps` applied to continuations
-    record the from-scratch default, 800, but ran none)."""
-    mix = ",".join(f"{k}={v:g}" for k, v in cfg["mix"].items())
-    parts = [f"mmict pretrain-teaching --out DIR --init-from PREVIOUS --seed {cfg['seed']} --steps {cfg['steps']}"]
-    if cfg.get("stop_at"):
-        parts.append(f"--stop-at {cfg['stop_at']}")
-    parts.append(f"--lr {cfg['lr']:g} --mix {mix}")
-    ways = cfg.get("binding_ways") or (2, 2)
-    if tuple(ways) != (2, 2):
-        parts.append(f"--binding-ways {ways[0]},{ways[1]}")
+# PretrainConfig field -> its `mmict pretrain-teaching` flag (the CLI's PRETRAIN_FLAGS, dashed)
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def command(cfg: dict) -> str:
+    """The `mmict pretrain-teaching` command line that reproduces a run's config: ``--out DIR
+    --seed S`` and a flag for every field that differs from the recipe's default."""
+    from dataclasses import asdict
+
+    from ..cli import PRETRAIN_FLAGS
+    from .config import PretrainConfig
+
+    base = asdict(PretrainConfig(init_from=cfg.get("init_from")))  # continuation defaults depend on init_from
+    parts = [f"mmict pretrain-teaching --out DIR --seed {cfg['seed']}"]
+    if cfg.get("init_from"):
+        parts.append(f"--init-from {cfg['init_from']}")
+    for name in PRETRAIN_FLAGS:
+        if name in ("seed", "init_from") or name not in cfg or cfg[name] == base[name]:
+            continue
+        v = cfg[name]
+        parts.append(f"{_flag(name)} {v:g}" if isinstance(v, float) else f"{_flag(name)} {v}")
+    if tuple(cfg["binding_ways"]) != tuple(base["binding_ways"]):
+        parts.append(f"--binding-ways {cfg['binding_ways'][0]},{cfg['binding_ways'][1]}")
     if cfg.get("answer_marker") is not None:
         parts.append(f"--answer-marker {'on' if cfg['answer_marker'] else 'off'}")
-    if cfg.get("vision_layers") is not None:
-        parts.append(f"--vision-layers {cfg['vision_layers']}")
-    if cfg.get("vision_intermediate") is not None:
-        parts.append(f"--vision-intermediate {cfg['vision_intermediate']}")
-    if cfg.get("vision_steps") and vision_ran:
-        parts.append(f"--vision-steps {cfg['vision_steps']} --vision-lr {cfg['vision_lr']:g}")
-    if cfg.get("vision_lr_scale", 0.3) != 0.3:
-        parts.append(f"--vision-lr-scale {cfg['vision_lr_scale']:g}")
-    if cfg.get("image_norm") is not None:
-        parts.append(f"--image-norm {cfg['image_norm']:g}")
-    if cfg.get("key_loss"):
-        parts.append(f"--key-loss {cfg['key_loss']:g} --key-layer {cfg['key_layer']}")
-    if cfg.get("match_loss"):
-        parts.append(f"--match-loss {cfg['match_loss']:g} --match-layer {cfg['match_layer']} --match-head {cfg['match_head']}")
+    if cfg["mix"] != base["mix"]:
+        parts.append("--mix " + ",".join(f"{k}={v:g}" for k, v in cfg["mix"].items()))
     return " ".join(parts)
 
 
-def write_model_card(folder: str | Path, reports: list[dict], eval_command: str) -> Path:
+TARGET_TASKS = ("shapes-vqa", "binding", "format", "operator", "clip-qa", "clip-caption")
+
+
+def seed_comparison(a: list[dict], b: list[dict], label_a: str, label_b: str) -> str:
+    """Side by side fp32 accuracies of two runs of the recipe and their largest difference."""
+    acc = lambda reps: {(r["task"], x["shots"]): x["accuracy"] for r in reps if r["quant"] == "none"  # noqa: E731
+                        for x in r["results"]}
+    A, B = acc(a), acc(b)
+    keys = [k for k in A if k in B]
+    rows = [f"| {t} | {k} | {A[(t, k)]:.3f} | {B[(t, k)]:.3f} | {B[(t, k)] - A[(t, k)]:+.3f} |" for t, k in keys]
+    worst = max((abs(B[k] - A[k]) for k in keys if k[0] in TARGET_TASKS), default=0.0)
+    return "\n".join([f"| task | shots | {label_a} | {label_b} | diff |", "|---|---|---|---|---|", *rows,
+                      "", f"Largest difference on the target tasks: {worst:.3f}."])
+
+
+def write_model_card(folder: str | Path, reports: list[dict], eval_command: str,
+                     second: tuple[str, list[dict]] | None = None) -> Path:
+    """MODEL_CARD.md of a teaching VLM trained by the recipe, from its ``train_log.json`` and
+    `mmict eval --json` reports; ``second``: (label, reports) of another seed's run of the recipe."""
     folder = Path(folder)
     log = json.loads((folder / "train_log.json").read_text())
     cfg = log["config"]
     from safetensors.torch import load_file
 
+    from ..data.tasks import DOWNSTREAM_TASKS, PRETRAINING_TASKS
+
     n_params = sum(t.numel() for t in load_file(str(folder / "model.safetensors")).values())
-    # a continued checkpoint keeps the logs of the runs it started from: train_log_base.json (the
-    # from-scratch run), train_log_stage2.json, ... (earlier continuations), train_log.json (last)
-    stages = [folder / "train_log_base.json"] if cfg.get("init_from") else []
-    stages += sorted(folder.glob("train_log_stage*.json"), key=lambda p: int(p.stem.rsplit("stage", 1)[1]))
-    logs = [json.loads(p.read_text()) for p in stages if p.is_file()] + [log]
-    conts, log_all = [], []
-    for i, lg in enumerate(logs):
-        prefix = "" if i == 0 else f"{chr(ord('A') + i)}+"
-        log_all += [dict(e, step=f"{prefix}{e['step']}") for e in lg["log"] if e.get("stage") == "episodes"]
-        if i:
-            conts.append(f"{i + 2}. Continuation {chr(ord('A') + i)}: `{_command(lg['config'], any(e.get('stage') == 'vision' for e in lg['log']))}` — "
-                         f"{min(lg['config'].get('stop_at') or lg['config']['steps'], lg['config']['steps'])} steps "
-                         f"(warmup {lg['config']['warmup']}, cosine), {lg['wall_seconds'] / 60:.1f} min"
-                         + (f" (its vision stage {lg['vision_seconds'] / 60:.1f} of them)" if lg.get("vision_seconds", 0) > 1 else "")
-                         + " with "
-                         f"{lg['torch_threads']} torch thread(s).")
-    cont = "\n".join(conts)
-    if any(lg["config"].get("key_loss") or lg["config"].get("match_loss") for lg in logs):
-        cont += """
-
-Binding needs an induction-style circuit: the demo's *answer* position must carry the colour of the
-image before it (the key), and one head must look from the query's answer position to the earlier
-answers of the same colour and copy the word there.  From the next-token loss alone the 4-layer LM
-stayed on the copy-a-shown-word plateau (binding at chance) through every schedule tried.  The
-stages that pass `--key-loss` / `--match-loss` add two auxiliary training losses for binding
-episodes only: a throw-away linear head must read the item's colour from the LM's residual
-stream at its answer marker and first answer position (`--key-layer`), and one head
-(`--match-layer`, `--match-head`) is asked to put its attention from each predictable answer's
-prediction position on the earlier answers of the same colour.  Neither names the bound word: the
-words are fresh per episode and must still be copied from the demonstrations, so what the model
-does at test time is in-context learning; the losses only show it where to look."""
-    if any(lg["config"].get("vision_layers") or lg["config"].get("vision_intermediate") for lg in logs):
-        cont += """
-
-The stage that passes `--vision-layers` / `--vision-intermediate` grows the ViT without changing
-what it computes at first (new MLP units and new layers start with zero output weights), then
-reruns the vision stage on it (`--vision-steps`, `--vision-lr`) before the episodes.  The 2-layer
-ViT with MLP width 128 plateaued at a per-cell shape accuracy of 0.82 in that stage (on its fresh
-batches, empty cells included; small shapes were the misses); grown to 4 layers of MLP width 256
-it reached 0.97, and the episode stage that follows re-tunes the Q-Former and LM to the new
-features."""
-    total_min = sum(lg["wall_seconds"] for lg in logs) / 60
-    log, cfg = logs[0], logs[0]["config"]
-    marker_note = "" if json.loads((folder / "teaching.json").read_text()).get("answer_marker", True) else \
-        " (the shipped checkpoint: no `<answer>` marker, each answer right after its image tokens)"
-    probes = log_all
-    curve = "\n".join(f"| {e['step']} | {e['minutes']} | {e['loss']} | {e.get('binding@4', '–')} | {e.get('format@2', '–')} | "
-                      f"{e.get('shapes-vqa@0', '–')} | {e.get('operator@4', '–')} |" for e in probes)
-    task_lines = "\n".join(f"- `{n}`: chance {get_task(n).chance:.3f} ({get_task(n).chance_note})" for n in
-                           ("shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format"))
     vc = json.loads((folder / "config.json").read_text())["vision_config"]
     vit = (f"{vc['image_size']}x{vc['image_size']} px, {vc['patch_size']}x{vc['patch_size']} patches, "
            f"{vc['num_hidden_layers']} layers of width {vc['hidden_size']}, MLP {vc['intermediate_size']}")
+    task_lines = "\n".join(f"- `{n}`: chance {get_task(n).chance:.3f} ({get_task(n).chance_note})" for n in PRETRAINING_TASKS)
+    down = ", ".join(f"`{n}`" for n in DOWNSTREAM_TASKS)
+    secs = log["stage_seconds"]
+    stage_text = {
+        "vision": f"**vision** — {cfg['vision_steps']} steps, batch {cfg['vision_batch']}, lr {cfg['vision_lr']:g}: throw-away "
+                  "supervised heads on the ViT's patch grid (per-cell shape / colour / size, digit identities, object count).",
+        "hub": f"**M-Hub text path** — {cfg['hub_steps']} steps, batch {cfg['hub_batch']} items, lr {cfg['hub_lr']:g}, ViT frozen: "
+               "BLIP-2 stage-1 style image-grounded text generation (queries see queries, each text token the queries and "
+               "the text before it; a throw-away head predicts the next word) and image-text matching on the mean text-token "
+               "output of the bidirectional run (negatives: another item's image; the same prompt with another item's answer).",
+        "induction": f"**induction** — {cfg['induction_steps']} steps of text-only associative recall.",
+        "episodes": f"**episodes** — {cfg['steps']} steps, batch {cfg['batch']} episodes of 0–{cfg['max_shots']} demonstrations "
+                    f"(clip episodes 0–{cfg['clip_max_shots']}), task mix {json.dumps(cfg['mix'])}; AdamW lr {cfg['lr']:g} "
+                    f"(vision encoder x{cfg['vision_lr_scale']:g}), warmup {cfg['warmup']}, cosine to {cfg['min_lr_ratio']:g}x; "
+                    "next-token loss on every answer that something before it determines; on binding episodes the auxiliary "
+                    f"key loss (weight {cfg['key_loss']:g}, after LM layer {cfg['key_layer']}) and match loss (weight "
+                    f"{cfg['match_loss']:g}, layer {cfg['match_layer']} head {cfg['match_head']}).",
+    }
+    stages = "\n".join(f"{i + 1}. {stage_text[name]} ({secs.get(name, 0) / 60:.1f} min)"
+                        for i, (name, _) in enumerate(log["stages"]))
+    probe = log.get("mhub_probe", {})
+    probe_rows = "\n".join(f"| {when.replace('_', ' ')} | {p.get('text_colour', '–')} | {p.get('text_shape', '–')} | "
+                            f"{p.get('query_colour', '–')} | {p.get('query_shape', '–')} |" for when, p in probe.items())
+    probes = [e for e in log["log"] if e.get("stage") == "episodes"]
+    cols = ["shapes-vqa@0", "binding@4", "format@2", "operator@4", "clip-qa@0", "clip-caption@0"]
+    curve = "\n".join(f"| {e['step']} | {e['minutes']} | {e['loss']} | " + " | ".join(str(e.get(c, "–")) for c in cols) + " |"
+                       for e in probes)
     text = f"""# Teaching VLM — model card
 
 A small vision-language model built from transformers' **InstructBLIP** classes
@@ -162,41 +170,58 @@ Parameters: {n_params:,}. Files: `model.safetensors`, `config.json`,
 `tokenizer.json`, `teaching.json`, `train_log.json` (every logged step).
 
 ## Data
-Generated on the fly by `mmict_core.data` (no downloads): ShapesWorld scenes and the handwritten
-digits that ship with scikit-learn (train images only; 30% of the digit images are held out for
-the test/val episodes). Tasks and chance levels:
+Generated on the fly by `mmict_core.data` (no downloads): ShapesWorld scenes and clips (4–8 frames
+in which objects move, appear, disappear, change colour or size) and the handwritten digits that
+ship with scikit-learn (train images only; 30% of the digit images are held out for the test/val
+episodes). Pretraining tasks and chance levels:
 {task_lines}
 
-## Training (`mmict pretrain-teaching --out DIR --seed {cfg['seed']}`)
-1. Vision stage: {cfg['vision_steps']} steps, batch {cfg['vision_batch']}, lr {cfg['vision_lr']} — supervised heads on the ViT's patch
-   grid (per-cell shape/colour/size, digit identities, object count); the heads are discarded.
-2. Episode stage: {cfg['steps']} steps, batch {cfg['batch']} episodes of 0–{cfg['max_shots']} demonstrations, task mix
-   {json.dumps(cfg['mix'])}; AdamW lr {cfg['lr']} (vision encoder x{cfg['vision_lr_scale']}), warmup {cfg['warmup']},
-   cosine to {cfg['min_lr_ratio']}x; next-token loss on every answer (a demo's answer at position j is a j-shot target)
-   except demo answers nothing before them determines (first binding demo of each colour, first
-   format / operator demo). Each item reads *prompt, image tokens, `<answer>`, answer, [EOS]*{marker_note}.
-{cont}
+The downstream case-study tasks ({down}) are never seen in pretraining (docs/tasks/downstream.md).
 
-Wall time: **{total_min:.1f} min** in all on {platform.machine()} (the from-scratch run with {log['torch_threads']} torch threads
-on a 2-core CPU; vision stage {log['vision_seconds']:.0f} s).
+## Training: one command
 
-Probe curve during training ({cfg['eval_episodes']} val episodes each):
+`{command(cfg)}` — one process, {log['torch_threads']} torch thread(s), **{log['wall_seconds'] / 60:.1f} min** wall on
+{platform.machine()} (a 2-core machine{log.get('load_note', '')}). Stages:
 
-| step | minutes | loss (EMA) | binding 4-shot | format 2-shot | shapes-vqa 0-shot | operator 4-shot |
-|---|---|---|---|---|---|---|
+{stages}
+
+### The M-Hub premise: a binding demo's text-token outputs carry its image
+
+Linear read-out (logistic regression, 2:1 split of {cfg.get('probe_scenes', 900)} fresh single-object scenes) of the object's
+colour and shape from the mean Q-Former text-token output for the demo text "what is this ? <word>"
+(the bidirectional run MMICT makes), and from the mean query-token output for reference:
+
+| when | text → colour | text → shape | query → colour | query → shape |
+|---|---|---|---|---|
+{probe_rows}
+
+### Probe curve during the episode stage ({cfg['eval_episodes']} val episodes each)
+
+| step | minutes | loss (EMA) | shapes-vqa 0 | binding 4 | format 2 | operator 4 | clip-qa 0 | clip-caption 0 |
+|---|---|---|---|---|---|---|---|---|
 {curve}
 
-## Measured (held-out test episodes, exact match with VQA normalisation)
+## Measured (held-out test episodes, exact match with VQA normalisation; CIDEr-D in brackets)
 `{eval_command}`
 
 {_table(reports)}
 
-### The foundation issue's targets (computed from the table above)
+### Targets (computed from the table above)
 
 {_acceptance(reports)}
 
 {_status(reports)}
+"""
+    if second is not None:
+        label, rep2 = second
+        text += f"""
+### A second seed of the same recipe ({label})
 
+{seed_comparison(reports, rep2, f"seed {cfg['seed']}", label)}
+
+{_acceptance(rep2)}
+"""
+    text += """
 Notes: `binding` 0-shot cannot name a word it has not been shown, so it sits at (or below) chance —
 no leak of the bindings, which are drawn fresh per episode. `operator` needs both digits read and
 the operator inferred; reading both digits and guessing the operator would score 0.37.

@@ -77,9 +77,9 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
         if stage == "vision":
             vision_stage(vlm, cfg, log, progress)
         elif stage == "hub":
-            probes["before_hub"] = mhub_probe(vlm, seed=cfg.seed + 123)
+            probes["before_hub"] = mhub_probe(vlm, n=cfg.probe_scenes, seed=cfg.seed + 123)
             hub_stage(vlm, cfg, log, progress)
-            probes["after_hub"] = mhub_probe(vlm, seed=cfg.seed + 123)
+            probes["after_hub"] = mhub_probe(vlm, n=cfg.probe_scenes, seed=cfg.seed + 123)
             print(json.dumps({"mhub_probe": probes}), flush=True)
         elif stage == "induction":
             induction_stage(vlm, cfg, log, progress)
@@ -87,7 +87,7 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
             episode_stage(vlm, cfg, log, out, progress)
         seconds[stage] = round(time.time() - t0, 1)
     vlm.model.eval()
-    probes["final"] = mhub_probe(vlm, seed=cfg.seed + 123)
+    probes["final"] = mhub_probe(vlm, n=cfg.probe_scenes, seed=cfg.seed + 123)
     wall = time.time() - t_all
     summary = {"config": asdict(cfg), "stages": stage_plan(cfg), "wall_seconds": round(wall, 1),
                "stage_seconds": seconds, "torch_threads": torch.get_num_threads(), "mhub_probe": probes, "log": log}

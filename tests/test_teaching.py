@@ -1,8 +1,11 @@
-"""The teaching-VLM pretraining recipe: its config checks, the episode stream and which answers
-carry loss (never one that nothing before it determines)."""
+"""The teaching-VLM pretraining package (mmict_core.teaching): its config checks, the recipe's stage
+list, the episode stream and which answers carry loss (never one that nothing before it
+determines), the auxiliary losses and their hooks, the M-Hub text-path stage, the model card's
+command -- each at tiny size (a few steps)."""
 import pytest
 
-from mmict_core.backbones.pretrain import PretrainConfig, training_episodes, unpredictable_items
+from mmict_core.teaching import PretrainConfig
+from mmict_core.teaching.episodes import training_episodes, unpredictable_items
 from mmict_core.data import Episode, make_episode
 from mmict_core.data.tasks import PROMPTS, Binding
 
@@ -61,11 +64,12 @@ def test_unpredictable_items_format_operator():
 def test_stop_at_snapshots_mid_schedule(tmp_path):
     import json
 
-    from mmict_core.backbones.pretrain import pretrain_teaching
+    from mmict_core.teaching import pretrain_teaching
 
     with pytest.raises(ValueError, match="stop_at"):
         PretrainConfig(steps=3, stop_at=4)
-    cfg = PretrainConfig(steps=4, stop_at=2, vision_steps=1, vision_batch=4, batch=2, eval_every=0, eval_episodes=0)
+    cfg = PretrainConfig(steps=4, stop_at=2, vision_steps=1, vision_batch=4, hub_steps=1, hub_batch=4, batch=2, eval_every=0, eval_episodes=0,
+                         probe_scenes=30)
     summary = pretrain_teaching(tmp_path / "m", cfg, progress=False)
     meta = json.loads((tmp_path / "m" / "teaching.json").read_text())
     assert meta["steps_done"] == 2 and summary["config"]["stop_at"] == 2
@@ -78,7 +82,7 @@ def test_answer_marker_off_and_image_norm(tmp_path):
     import torch
 
     from mmict_core.backbones import TeachingVLM
-    from mmict_core.backbones.pretrain import rescale_image_tokens
+    from mmict_core.teaching.episodes import rescale_image_tokens
     from mmict_core.data import shapes as sw
 
     with pytest.raises(ValueError, match="image_norm"):
@@ -109,7 +113,7 @@ def test_induction_batch_labels_only_predictable_values():
     import torch
 
     from mmict_core.backbones import TeachingVLM
-    from mmict_core.backbones.pretrain import induction_batch
+    from mmict_core.teaching.induction import induction_batch
     from mmict_core.data import shapes as sw
     from mmict_core.data.tasks import NONSENSE_WORDS
 
@@ -149,7 +153,9 @@ def test_colour_key_targets_mark_each_binding_items_marker_and_first_answer_toke
     import json
 
     from mmict_core.backbones import TeachingVLM
-    from mmict_core.backbones.pretrain import colour_key_targets, pretrain_teaching, training_batch
+    from mmict_core.teaching import pretrain_teaching
+    from mmict_core.teaching.auxiliary import colour_key_targets
+    from mmict_core.teaching.episodes import training_batch
     from mmict_core.data import shapes as sw
 
     with pytest.raises(ValueError, match="key_loss"):
@@ -174,10 +180,10 @@ def test_colour_key_targets_mark_each_binding_items_marker_and_first_answer_toke
     assert sorted(zip(rows, pos, lab)) == sorted(expect)
 
     with pytest.raises(ValueError, match="key_layer"):  # the teaching LM has 4 layers
-        pretrain_teaching(tmp_path / "bad", PretrainConfig(steps=1, vision_steps=0, batch=2, eval_every=0,
+        pretrain_teaching(tmp_path / "bad", PretrainConfig(steps=1, vision_steps=0, hub_steps=0, batch=2, eval_every=0,
                                                            eval_episodes=0, key_loss=1.0, key_layer=4), progress=False)
-    cfg = PretrainConfig(steps=3, vision_steps=0, batch=4, eval_every=0, eval_episodes=0, key_loss=1.0,
-                         mix={"binding": 1.0})
+    cfg = PretrainConfig(steps=3, vision_steps=0, hub_steps=0, batch=4, eval_every=0, eval_episodes=0, key_loss=1.0,
+                         match_loss=0.0, mix={"binding": 1.0})
     summary = pretrain_teaching(tmp_path / "m", cfg, progress=False)
     assert "key_loss" in summary["log"][-1] and summary["log"][-1]["key_loss"] > 0
     assert json.loads((tmp_path / "m" / "teaching.json").read_text())["pretrain"]["key_loss"] == 1.0
@@ -188,7 +194,9 @@ def test_binding_match_targets_point_at_earlier_answers_of_the_same_colour(tmp_p
     """The match loss asks, for each predictable binding answer, that the supervised head look from
     the position predicting it (the answer marker) at the earlier answers of the same colour."""
     from mmict_core.backbones import TeachingVLM
-    from mmict_core.backbones.pretrain import binding_match_targets, pretrain_teaching, training_batch
+    from mmict_core.teaching import pretrain_teaching
+    from mmict_core.teaching.auxiliary import binding_match_targets
+    from mmict_core.teaching.episodes import training_batch
 
     with pytest.raises(ValueError, match="match_loss"):
         PretrainConfig(match_loss=-0.5)
@@ -213,36 +221,61 @@ def test_binding_match_targets_point_at_earlier_answers_of_the_same_colour(tmp_p
     assert [q for b, q, k in got if b == 3] == [m3[1]]  # the second demo only: no demo showed the query's colour
 
     with pytest.raises(ValueError, match="match_layer"):
-        pretrain_teaching(tmp_path / "bad", PretrainConfig(steps=1, vision_steps=0, batch=2, eval_every=0,
+        pretrain_teaching(tmp_path / "bad", PretrainConfig(steps=1, vision_steps=0, hub_steps=0, batch=2, eval_every=0,
                                                            eval_episodes=0, match_loss=1.0, match_layer=4), progress=False)
-    cfg = PretrainConfig(steps=3, vision_steps=0, batch=4, eval_every=0, eval_episodes=0, match_loss=1.0,
-                         mix={"binding": 1.0}, binding_ways=(2, 2))
+    cfg = PretrainConfig(steps=3, vision_steps=0, hub_steps=0, batch=4, eval_every=0, eval_episodes=0, match_loss=1.0,
+                         key_loss=0.0, mix={"binding": 1.0}, binding_ways=(2, 2))
     summary = pretrain_teaching(tmp_path / "m", cfg, progress=False)
     assert summary["log"][-1]["match_loss"] > 0
 
 
-def test_model_card_command_reproduces_a_continuations_config(monkeypatch):
-    """The model card prints each continuation as an `mmict pretrain-teaching` command; parsed by the
-    CLI it gives back the run's config (auxiliary losses, schedule snapshot and mix included)."""
+def test_model_card_command_reproduces_the_runs_config(monkeypatch):
+    """The model card prints the run as an `mmict pretrain-teaching` command: the recipe's own run is
+    just `--out DIR --seed S`; any other config prints the flags it changed, and parsed by the CLI
+    the command gives back exactly the run's config."""
     import shlex
     from dataclasses import asdict
 
-    import mmict_core.backbones.pretrain as pt
-    from mmict_core.backbones.model_card import _command
+    import mmict_core.teaching as tt
     from mmict_core.cli import build_parser
+    from mmict_core.teaching.model_card import command
 
-    run = PretrainConfig(seed=6, steps=4000, stop_at=1500, lr=5e-4, init_from="prev", binding_ways=(2, 4),
-                         key_loss=1.0, key_layer=2, match_loss=0.5, match_layer=2, match_head=1, vision_lr_scale=1.0,
-                         vision_layers=4, vision_intermediate=256, vision_steps=300, vision_lr=1e-3,
-                         mix={"shapes-vqa": 0.25, "binding": 0.5, "format": 0.25})
-    seen = {}
-    monkeypatch.setattr(pt, "pretrain_teaching", lambda out, cfg: seen.setdefault("cfg", cfg) and {"wall_seconds": 0.0})
-    argv = shlex.split(_command(asdict(run)).replace("PREVIOUS", "prev"))
-    args = build_parser().parse_args(argv[1:])
-    args.func(args)
-    assert asdict(seen["cfg"]) == asdict(run)
-    # a log that ran no vision stage (older runs recorded the from-scratch default) prints none
-    assert "--vision-steps 300" in _command(asdict(run)) and "--vision-steps" not in _command(asdict(run), False)
+    assert command(asdict(PretrainConfig(seed=3))) == "mmict pretrain-teaching --out DIR --seed 3"
+    runs = [PretrainConfig(seed=1),
+            PretrainConfig(seed=6, steps=4000, stop_at=1500, lr=5e-4, init_from="prev", binding_ways=(2, 3),
+                           key_loss=0.0, match_loss=0.25, match_layer=1, match_head=1, vision_lr_scale=1.0,
+                           vision_layers=5, vision_intermediate=300, vision_steps=300, vision_lr=1e-3, hub_steps=20,
+                           hub_lr=2e-3, clip_max_shots=1, answer_marker=False,
+                           mix={"shapes-vqa": 0.25, "binding": 0.5, "format": 0.25})]
+    for run in runs:
+        seen = {}
+        monkeypatch.setattr(tt, "pretrain_teaching", lambda out, cfg: seen.setdefault("cfg", cfg) and {"wall_seconds": 0.0})
+        argv = shlex.split(command(asdict(run)).replace("DIR", "somewhere"))
+        args = build_parser().parse_args(argv[1:])
+        args.func(args)
+        assert asdict(seen["cfg"]) == asdict(run)
+
+
+def test_recipe_stage_list():
+    """The recipe reads as its stages: vision, M-Hub text path, (induction, off), episodes; a
+    continuation runs the episode stage only unless asked; stop_at shortens the episode stage."""
+    from mmict_core.teaching import STAGES, stage_plan
+
+    assert STAGES == ("vision", "hub", "induction", "episodes")
+    cfg = PretrainConfig()
+    assert stage_plan(cfg) == [("vision", cfg.vision_steps), ("hub", cfg.hub_steps), ("episodes", cfg.steps)]
+    assert cfg.vision_steps > 0 and cfg.hub_steps > 0 and cfg.induction_steps == 0
+    assert stage_plan(PretrainConfig(init_from="x")) == [("episodes", cfg.steps)]
+    assert stage_plan(PretrainConfig(init_from="x", hub_steps=5, stop_at=10)) == [("hub", 5), ("episodes", 10)]
+    assert stage_plan(PretrainConfig(induction_steps=7))[2] == ("induction", 7)
+    # the recipe's model: the 4-layer, MLP-256 ViT and the auxiliary binding losses from the start
+    assert (cfg.vision_layers, cfg.vision_intermediate) == (4, 256) and cfg.key_loss > 0 and cfg.match_loss > 0
+    assert {"clip-qa", "clip-caption"} <= set(cfg.mix)
+    from mmict_core.data.tasks import DOWNSTREAM_TASKS
+
+    assert not set(DOWNSTREAM_TASKS) & set(cfg.mix)  # the case-study tasks are never pretrained on
+    with pytest.raises(ValueError, match="unknown tasks"):
+        PretrainConfig(mix={"ft-vqa": 1.0})
 
 
 def test_grow_vision_keeps_the_function_and_saves_the_new_sizes(tmp_path):
@@ -252,7 +285,7 @@ def test_grow_vision_keeps_the_function_and_saves_the_new_sizes(tmp_path):
     import torch
 
     from mmict_core.backbones import TeachingVLM
-    from mmict_core.backbones.pretrain import grow_vision
+    from mmict_core.teaching.vision import grow_vision
     from mmict_core.data import shapes as sw
 
     vlm = TeachingVLM.create(seed=0)
@@ -281,9 +314,137 @@ def test_grow_vision_keeps_the_function_and_saves_the_new_sizes(tmp_path):
         grow_vision(again, layers=2)
 
 
-def test_vision_stage_default_depends_on_init():
-    assert PretrainConfig().vision_steps == 800
-    assert PretrainConfig(init_from="x").vision_steps == 0
+def test_vision_and_hub_stage_defaults_depend_on_init():
+    assert PretrainConfig().vision_steps > 0 and PretrainConfig().hub_steps > 0
+    assert PretrainConfig(init_from="x").vision_steps == 0 and PretrainConfig(init_from="x").hub_steps == 0
     assert PretrainConfig(init_from="x", vision_steps=50).vision_steps == 50
     with pytest.raises(ValueError, match="vision_layers"):
         PretrainConfig(vision_layers=0)
+    with pytest.raises(ValueError, match="hub_itg"):
+        PretrainConfig(hub_itg=-1.0)
+    with pytest.raises(ValueError, match="clip_max_shots"):
+        PretrainConfig(clip_max_shots=9)
+
+
+# ------------------------------------------------------------------------------------------------
+# the M-Hub text-path stage
+
+
+@pytest.fixture(scope="module")
+def small_vlm():
+    import torch
+
+    from mmict_core.backbones import TeachingVLM
+
+    vlm = TeachingVLM.create(seed=0)
+    with torch.no_grad():  # a non-trivial Q-Former (zero biases / unit norms would hide misplaced masks)
+        for p in vlm.model.qformer.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return vlm
+
+
+def test_qformer_run_masks(small_vlm):
+    """causal=False is the model's own bidirectional [queries ; text] run (what MMICT reads);
+    causal=True (ITG): queries never see the text, text token j sees the queries and text <= j."""
+    import torch
+
+    from mmict_core.data import shapes as sw
+    from mmict_core.teaching.hub import item_memory, qformer_run
+    from mmict_core.data import Example
+
+    import numpy as np
+
+    vlm = small_vlm
+    rng = np.random.default_rng(0)
+    items = [Example(images=[sw.sample_scene(rng).render()], prompt="what is this ?", answers=[a])
+             for a in ("dax", "red circle")]
+    texts = [f"{ex.prompt} {ex.answer}" for ex in items]
+    ids, tmask = vlm.qformer_text(texts)
+    mem, mmask = item_memory(vlm, items)
+    Q = vlm.num_query_tokens
+    with torch.no_grad():
+        bi = qformer_run(vlm, mem, mmask, ids, tmask, causal=False)
+        own, _ = vlm.qformer_states([ex.images[0] for ex in items], texts)
+        assert torch.allclose(bi[0], own[0], atol=1e-5)  # row 0 has the longest text: no padding differences
+        n1 = int(tmask[1].sum())
+        assert torch.allclose(bi[1, :Q + n1], own[1, :Q + n1], atol=1e-5)
+        ca = qformer_run(vlm, mem, mmask, ids, tmask, causal=True)
+        ids2 = ids.clone()
+        ids2[0, 3] = vlm.tokenizer.token_to_id("blue")  # change text token 3 of item 0
+        ca2 = qformer_run(vlm, mem, mmask, ids2, tmask, causal=True)
+        bi2 = qformer_run(vlm, mem, mmask, ids2, tmask, causal=False)
+    assert torch.equal(ca[0, :Q + 3], ca2[0, :Q + 3])  # queries and earlier text: untouched
+    assert not torch.allclose(ca[0, Q + 3:], ca2[0, Q + 3:])
+    assert not torch.allclose(bi[0, :Q], bi2[0, :Q])  # bidirectional: the queries see the text
+    assert torch.equal(ca[1], ca2[1])
+
+
+def test_item_memory_concatenates_frames(small_vlm):
+    import torch
+
+    from mmict_core.data import make_episode
+    from mmict_core.teaching.hub import item_memory
+
+    vlm = small_vlm
+    ep = make_episode("clip-caption", 1, seed=0, index=0, pool_size=1)
+    items = [ep.demos[0], ep.query, make_episode("shapes-vqa", 0, seed=0, index=0).query]
+    mem, mask = item_memory(vlm, items)
+    S = vlm.vision_states(items[2].images).shape[1]
+    assert mem.shape[1] == max(len(ex.images) for ex in items) * S
+    with torch.no_grad():
+        for i, ex in enumerate(items):
+            n = len(ex.images) * S
+            assert torch.allclose(mem[i, :n], vlm.vision_states(ex.images).reshape(n, -1), atol=1e-6)
+            assert mask[i, :n].all() and not mask[i, n:].any() and not mem[i, n:].any()
+
+
+def test_hub_losses_and_negatives(small_vlm):
+    import math
+
+    from mmict_core.teaching.hub import HubHeads, _same_task_roll, hub_items, hub_losses
+
+    vlm = small_vlm
+    cfg = PretrainConfig(hub_batch=12)
+    items = hub_items(cfg, 0)
+    assert [ex.answer for ex in items] == [ex.answer for ex in hub_items(cfg, 0)]  # deterministic
+    partner = _same_task_roll(items)
+    for i, p in enumerate(partner):
+        assert items[p].task == items[i].task and (p != i or sum(ex.task == items[i].task for ex in items) == 1)
+    heads = HubHeads(64, vlm.model.config.qformer_config.vocab_size)
+    itg, itm, acc = hub_losses(vlm, heads, items)
+    V = vlm.model.config.qformer_config.vocab_size
+    assert math.isfinite(itg.item()) and abs(itg.item() - math.log(V)) < 1.5  # untrained head: about uniform
+    assert math.isfinite(itm.item()) and 0.0 <= acc <= 1.0
+    vlm.model.requires_grad_(True)  # as the recipe's build_model leaves it
+    try:
+        itg, itm, acc = hub_losses(vlm, heads, items)
+        (itg + itm).backward()
+        assert vlm.model.query_tokens.grad is not None and heads.itg.weight.grad is not None
+        assert heads.itm.weight.grad is not None and vlm.model.vision_model.embeddings.patch_embedding.weight.grad is None
+    finally:
+        vlm.model.requires_grad_(False)
+        vlm.model.zero_grad(set_to_none=True)
+
+
+def test_mhub_probe_reads_colour_and_shape(small_vlm):
+    from mmict_core.teaching.hub import mhub_probe
+
+    out = mhub_probe(small_vlm, n=60, seed=1)
+    assert set(out) == {"text_colour", "text_shape", "query_colour", "query_shape"}
+    assert all(0.0 <= v <= 1.0 for v in out.values())
+
+
+def test_auxiliary_captures_always_detach(small_vlm):
+    """The key / match hooks come off and the attention implementation returns, also on an error."""
+    from mmict_core.teaching.auxiliary import attention_capture, residual_capture
+
+    vlm = small_vlm
+    impl = vlm.text_config._attn_implementation
+    layers = vlm.decoder_layers()
+    n_hooks = lambda: sum(len(m._forward_hooks) for m in vlm.model.modules())  # noqa: E731
+    before = n_hooks()
+    with pytest.raises(RuntimeError):
+        with residual_capture(vlm, 2), attention_capture(vlm, 1):
+            assert vlm.text_config._attn_implementation == "eager" and n_hooks() == before + 2
+            raise RuntimeError("boom")
+    assert n_hooks() == before and vlm.text_config._attn_implementation == impl and len(layers) == 4
