@@ -259,6 +259,46 @@ def cmd_vlibrary(args: argparse.Namespace) -> None:
         print(f"removed {args.name} from {lib.root}")
 
 
+def cmd_case_study(args: argparse.Namespace) -> None:
+    """`mmict case-study`: the MMICT paper's Figure 3 on one query, with accuracy over N episodes."""
+    from .backbones import load_backbone
+    from .casestudy import CASE_METHODS, resolve_task, run_case_study, save_case_study_files, starter_library
+
+    methods = [m.strip() for m in (args.methods or ",".join(CASE_METHODS)).split(",") if m.strip()]
+    from .methods import get_method
+
+    for m in methods:
+        get_method(m)  # unknown names fail before the model loads
+    bb = load_backbone(args.backbone, quant=args.quant)
+    lib = starter_library(args.library) if args.library else None
+    t0 = time.time()
+    case = run_case_study(bb, resolve_task(args.task), methods, shots=args.shots, episodes=args.episodes,
+                          seed=args.seed, index=args.index, library=lib, fixed_binding=args.fixed_binding,
+                          progress=not args.quiet)
+    q = case.query
+    print(f"{case.task}: {q['prompt']}  (reference: {q['answer']}; {q['frames']} frame(s), {q['shots']} demos)")
+    print(format_table([{"method": r["method"], "shots": r["shots"], "output": r["output"],
+                         "correct": "yes" if r["correct"] else "no"} for r in case.rows],
+                       ["method", "shots", "output", "correct"]))
+    print(f"\naccuracy over {args.episodes} held-out episodes (seed {args.seed}), 95% Wilson interval:")
+    print(format_table([{"method": a["method"], "accuracy": f"{a['accuracy']:.3f}",
+                         "ci95": f"[{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]", "n": a["n"]} for a in case.accuracy],
+                       ["method", "accuracy", "ci95", "n"]))
+    print(f"({time.time() - t0:.1f} s)")
+    if args.png or args.html:
+        save_case_study_files(case, args.png, args.html)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(case.as_dict(), indent=2))
+
+
+def cmd_starter_library(args: argparse.Namespace) -> None:
+    from .casestudy import STARTER_DIR, build_starter_library
+
+    only = [x.strip() for x in args.only.split(",")] if args.only else None
+    build_starter_library(args.out or STARTER_DIR, seed=args.seed, only=only, episodes=args.episodes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmict", description="MMICT Studio: multimodal in-context learning and tuning")
     sub = p.add_subparsers(dest="command", required=True)
@@ -277,6 +317,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="write the results here")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=run_eval)
+
+    cs = sub.add_parser("case-study", help="one query through VanillaFT / VanillaICT / MMICT (starter library) "
+                                           "and their accuracy over N held-out episodes with 95%% intervals")
+    cs.add_argument("--task", required=True, help="a case-study type (vqa, caption, video-qa, video-caption, binding) or a task")
+    cs.add_argument("--methods", default=None, help="comma-separated methods (default: vanilla-ft,vanilla-ict,mmict)")
+    cs.add_argument("--shots", type=int, default=4, help="demonstrations for the methods that read them")
+    cs.add_argument("--episodes", type=_positive, default=50, help="held-out episodes for the accuracy table")
+    cs.add_argument("--seed", type=int, default=0)
+    cs.add_argument("--index", type=int, default=0, help="which test episode is the shown query")
+    cs.add_argument("--fixed-binding", action="store_true", help="binding with one fixed binding (its adapters)")
+    cs.add_argument("--library", default=None, help="adapter library (default: the starter library)")
+    cs.add_argument("--backbone", default=None, help=BACKBONE_HELP)
+    cs.add_argument("--quant", choices=("none", "8bit", "4bit"), default="none")
+    cs.add_argument("--png", default=None)
+    cs.add_argument("--html", default=None)
+    cs.add_argument("--json", default=None)
+    cs.add_argument("--quiet", action="store_true")
+    cs.set_defaults(func=cmd_case_study)
+
+    sl = sub.add_parser("starter-library", help="rebuild the starter library of trained adapters from a seed")
+    sl.add_argument("--out", default=None, help="library folder (default: assets/teaching-vlm/library)")
+    sl.add_argument("--seed", type=int, default=0)
+    sl.add_argument("--only", default=None, help="comma-separated entry names to (re)build")
+    sl.add_argument("--episodes", type=_positive, default=100, help="held-out episodes for each entry's accuracy")
+    sl.set_defaults(func=cmd_starter_library)
 
     t = sub.add_parser("pretrain-teaching", help="train the teaching VLM from scratch (the shipped recipe; flags only for experiments)")
     t.add_argument("--out", required=True)

@@ -110,8 +110,8 @@ def _row(r: Mapping) -> dict:
     c = r.get("correct")
     lat, tok = r.get("latency_ms"), r.get("lm_tokens")
     return {"method": str(r["method"]), "output": str(r["output"]), "correct": None if c is None else bool(c),
-            "latency": "—" if lat is None else f"{float(lat):.1f}",
-            "tokens": "—" if tok is None else str(int(tok))}
+            "latency": "-" if lat is None else f"{float(lat):.1f}",
+            "tokens": "-" if tok is None else str(int(tok))}
 
 
 # ---------------------------------------------------------------- HTML
@@ -141,8 +141,19 @@ def _img_tag(image, alt: str) -> str:
     return f'<img src="{_png_data_uri(im)}" width="{im.width}" height="{im.height}" alt="{html.escape(alt)}">'
 
 
+def _acc(a: Mapping) -> dict:
+    """An accuracy dict checked: method, accuracy in [0, 1], n >= 1, ci95 [lo, hi] around it."""
+    try:
+        acc, n, (lo, hi) = float(a["accuracy"]), int(a["n"]), (float(x) for x in a["ci95"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"an accuracy entry needs method, accuracy, n and ci95 [lo, hi], got {a!r}") from e
+    if not (0.0 <= lo <= acc <= hi <= 1.0) or n < 1:
+        raise ValueError(f"accuracy {acc} must lie in its interval [{lo}, {hi}] within [0, 1], n >= 1; got {a!r}")
+    return {"method": str(a["method"]), "accuracy": acc, "n": n, "lo": lo, "hi": hi}
+
+
 def case_study_html(query_image, question: str, answer: str | None, rows: Sequence[Mapping],
-                    demos: Sequence[Demo] = (), title: str = "Case study") -> str:
+                    demos: Sequence[Demo] = (), title: str = "Case study", accuracy: Sequence[Mapping] = ()) -> str:
     """One self-contained HTML document: title, demos strip, query image + question (+ reference
     answer), and a table method / output / ✓ ✗ ? / latency (ms) / LM tokens.
 
@@ -168,7 +179,22 @@ def case_study_html(query_image, question: str, answer: str | None, rows: Sequen
         parts.append(f"<tr><td>{e(r['method'])}</td><td class=\"output\">{e(r['output'])}</td>"
                      f"<td class=\"mark {_MARK_CLASS[c]}\">{_MARK_TEXT[c]}</td>"
                      f"<td class=\"num\">{r['latency']}</td><td class=\"num\">{r['tokens']}</td></tr>")
-    parts += ["</tbody></table>", "</body></html>"]
+    parts.append("</tbody></table>")
+    if accuracy:
+        accs = [_acc(a) for a in accuracy]
+        parts += [f"<h2>Accuracy over held-out episodes (95% Wilson interval)</h2>",
+                  "<table><thead><tr><th>method</th><th>accuracy</th><th>95% interval</th><th>episodes</th>"
+                  "<th></th></tr></thead><tbody>"]
+        for a in accs:
+            bar = (f'<svg width="200" height="12" role="img" aria-label="{a["accuracy"]:.3f}">'
+                   f'<rect x="0" y="4" width="200" height="4" fill="#e5e7eb"/>'
+                   f'<rect x="{200 * a["lo"]:.1f}" y="2" width="{200 * (a["hi"] - a["lo"]):.1f}" height="8" fill="#93c5fd"/>'
+                   f'<rect x="{200 * a["accuracy"] - 1:.1f}" y="0" width="2" height="12" fill="#1d4ed8"/></svg>')
+            parts.append(f"<tr><td>{e(a['method'])}</td><td class=\"num\">{a['accuracy']:.3f}</td>"
+                         f"<td class=\"num\">[{a['lo']:.3f}, {a['hi']:.3f}]</td><td class=\"num\">{a['n']}</td>"
+                         f"<td>{bar}</td></tr>")
+        parts.append("</tbody></table>")
+    parts.append("</body></html>")
     return "\n".join(parts)
 
 
@@ -252,9 +278,35 @@ def _clip(draw: ImageDraw.ImageDraw, s: str, font, max_w: int) -> str:
 
 
 def case_study_png(query_image, question: str, answer: str | None, rows: Sequence[Mapping],
-                   demos: Sequence[Demo] = (), title: str = "Case study") -> Image.Image:
+                   demos: Sequence[Demo] = (), title: str = "Case study", accuracy: Sequence[Mapping] = ()) -> Image.Image:
     """The case study drawn with PIL only: white RGB image laid out by :func:`case_study_layout`; one
-    text line per method with a green (correct) / red (wrong) / grey (unknown) square mark."""
+    text line per method with a green (correct) / red (wrong) / grey (unknown) square mark; below
+    it, with ``accuracy``, one line per method: accuracy, 95% interval, episodes and an interval bar."""
+    card = _card_png(query_image, question, answer, rows, demos, title)
+    if not accuracy:
+        return card
+    accs = [_acc(a) for a in accuracy]
+    extra = _GAP + _LINE_H * (len(accs) + 1) + _M
+    im = Image.new("RGB", (card.width, card.height + extra), "white")
+    im.paste(card, (0, 0))
+    draw = ImageDraw.Draw(im)
+    font, dark, grey = _font(13), (31, 41, 55), (107, 114, 128)
+    y = card.height + _GAP - _M
+    draw.text((_M, y), "accuracy over held-out episodes (95% Wilson interval)", fill=grey, font=font)
+    bar_x, bar_w = _M + 380, max(120, card.width - 2 * _M - 380)
+    for i, a in enumerate(accs):
+        ry = y + _LINE_H * (i + 1)
+        draw.text((_M, ry), _clip(draw, a["method"], font, 150), fill=dark, font=font)
+        draw.text((_M + 160, ry), f"{a['accuracy']:.3f}  [{a['lo']:.3f}, {a['hi']:.3f}]  n={a['n']}", fill=dark, font=font)
+        draw.rectangle((bar_x, ry + 7, bar_x + bar_w, ry + 9), fill=(229, 231, 235))
+        draw.rectangle((bar_x + round(bar_w * a["lo"]), ry + 4, bar_x + round(bar_w * a["hi"]), ry + 12), fill=(147, 197, 253))
+        xa = bar_x + round(bar_w * a["accuracy"])
+        draw.rectangle((xa - 1, ry + 2, xa + 1, ry + 14), fill=(29, 78, 216))
+    return im
+
+
+def _card_png(query_image, question: str, answer: str | None, rows: Sequence[Mapping],
+              demos: Sequence[Demo] = (), title: str = "Case study") -> Image.Image:
     rows = [_row(r) for r in rows]
     lay = case_study_layout(np.asarray(query_image).shape, len(rows), [np.asarray(d[0]).shape for d in demos])
     im = Image.new("RGB", (lay.width, lay.height), "white")
@@ -295,11 +347,11 @@ def case_study_png(query_image, question: str, answer: str | None, rows: Sequenc
 
 def save_case_study(path_without_suffix: str | Path, query_image, question: str, answer: str | None,
                     rows: Sequence[Mapping], demos: Sequence[Demo] = (),
-                    title: str = "Case study") -> tuple[Path, Path]:
+                    title: str = "Case study", accuracy: Sequence[Mapping] = ()) -> tuple[Path, Path]:
     """Write ``<path>.png`` and ``<path>.html`` (parents created); returns (png_path, html_path)."""
     base = Path(path_without_suffix)
     png, page = base.with_name(base.name + ".png"), base.with_name(base.name + ".html")
     base.parent.mkdir(parents=True, exist_ok=True)
-    case_study_png(query_image, question, answer, rows, demos, title).save(png, format="PNG")
-    page.write_text(case_study_html(query_image, question, answer, rows, demos, title), encoding="utf-8")
+    case_study_png(query_image, question, answer, rows, demos, title, accuracy).save(png, format="PNG")
+    page.write_text(case_study_html(query_image, question, answer, rows, demos, title, accuracy), encoding="utf-8")
     return png, page
