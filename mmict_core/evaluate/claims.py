@@ -1,0 +1,72 @@
+"""Claims about methods, measured over seeds: mean with a 95% interval and a verdict.
+
+A claim "A >= B" gets, from each method's per-seed accuracies (the same held-out episodes for every
+seed and method):
+
+- **holds** — A's 95% interval lies above B's, or both are the same number at every seed (a tie
+  is ">=");
+- **does not hold** — A's interval lies below B's;
+- **inconclusive** — the intervals overlap.
+
+The interval is Student's t over the seeds (n - 1 degrees of freedom).  No model code here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+# two-sided 95% quantiles of Student's t, by degrees of freedom (scipy.stats.t.ppf(0.975, df))
+T975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305, 4: 2.776445105, 5: 2.570581836, 6: 2.446911851,
+        7: 2.364624252, 8: 2.306004135, 9: 2.262157163, 10: 2.228138852}
+VERDICTS = ("holds", "does not hold", "inconclusive")
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    mean: float
+    lo: float
+    hi: float
+    n: int
+    values: tuple[float, ...]
+
+    def as_dict(self) -> dict:
+        return {"mean": round(self.mean, 4), "ci95": [round(self.lo, 4), round(self.hi, 4)], "seeds": self.n,
+                "values": [round(v, 4) for v in self.values]}
+
+
+def summarize_seeds(values: Sequence[float]) -> SeedSummary:
+    """Mean and 95% t-interval of per-seed values (one value: the interval is that point)."""
+    xs = [float(v) for v in values]
+    if not xs:
+        raise ValueError("no values to summarise")
+    n = len(xs)
+    mean = sum(xs) / n
+    if n == 1:
+        return SeedSummary(mean, mean, mean, 1, tuple(xs))
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    t = T975.get(n - 1, 1.959964)
+    half = t * sd / math.sqrt(n)
+    return SeedSummary(mean, mean - half, mean + half, n, tuple(xs))
+
+
+def verdict_ge(a: SeedSummary, b: SeedSummary, tie: float = 1e-9) -> str:
+    """The verdict on "a >= b" (see the module docstring)."""
+    if a.n == b.n and all(abs(x - y) <= tie for x, y in zip(a.values, b.values)):
+        return "holds"  # the same result at every seed: a tie satisfies >=
+    if a.lo > b.hi:
+        return "holds"
+    if a.hi < b.lo:
+        return "does not hold"
+    return "inconclusive"
+
+
+def chain_verdict(summaries: Sequence[SeedSummary]) -> str:
+    """The verdict on s0 >= s1 >= s2 >= ...: holds only if every link holds; does not hold if any link
+    does not; else inconclusive."""
+    links = [verdict_ge(a, b) for a, b in zip(summaries, summaries[1:])]
+    if all(v == "holds" for v in links):
+        return "holds"
+    if any(v == "does not hold" for v in links):
+        return "does not hold"
+    return "inconclusive"
