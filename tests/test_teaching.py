@@ -411,14 +411,15 @@ def test_hub_losses_and_negatives(small_vlm):
     for i, p in enumerate(partner):
         assert items[p].task == items[i].task and (p != i or sum(ex.task == items[i].task for ex in items) == 1)
     heads = HubHeads(64, vlm.model.config.qformer_config.vocab_size)
-    itg, itm, acc = hub_losses(vlm, heads, items)
+    itg, itm, acc, mlm = hub_losses(vlm, heads, items, mlm_weight=1.0)
+    assert math.isfinite(mlm.item()) and mlm.item() > 0
     V = vlm.model.config.qformer_config.vocab_size
     assert math.isfinite(itg.item()) and abs(itg.item() - math.log(V)) < 1.5  # untrained head: about uniform
     assert math.isfinite(itm.item()) and 0.0 <= acc <= 1.0
     vlm.model.requires_grad_(True)  # as the recipe's build_model leaves it
     try:
-        itg, itm, acc = hub_losses(vlm, heads, items)
-        (itg + itm).backward()
+        itg, itm, acc, mlm = hub_losses(vlm, heads, items, text_negatives=True, mlm_weight=1.0)
+        (itg + itm + mlm).backward()
         assert vlm.model.query_tokens.grad is not None and heads.itg.weight.grad is not None
         assert heads.itm.weight.grad is not None and vlm.model.vision_model.embeddings.patch_embedding.weight.grad is None
     finally:

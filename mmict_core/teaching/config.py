@@ -30,7 +30,8 @@ class PretrainConfig:
     hub_lr: float = 1e-3
     hub_itg: float = 1.0  # weight of image-grounded text generation
     hub_itm: float = 1.0  # weight of image-text matching
-    hub_text_negatives: bool = True  # ITM also on answer-swapped texts (see hub.hub_losses)
+    hub_mlm: float = 0.0  # weight of masked-answer prediction from the bidirectional text outputs
+    hub_text_negatives: bool = False  # ITM also on answer-swapped texts (see hub.hub_losses; off: the probe read less colour with them)
     probe_scenes: int = 900  # scenes of the M-Hub probe run around the stage (see hub.mhub_probe)
     # stage (experimental, off): text-only associative recall for the LM
     induction_steps: int = 0
@@ -72,7 +73,7 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be >= 1 (or None to keep the ViT's), got {getattr(self, name)}")
         if min(self.steps, self.vision_steps, self.hub_steps, self.induction_steps) < 0 or self.batch < 1:
             raise ValueError("steps, vision_steps, hub_steps and induction_steps must be >= 0 and batch >= 1")
-        if self.hub_itg < 0 or self.hub_itm < 0:
+        if self.hub_itg < 0 or self.hub_itm < 0 or self.hub_mlm < 0:
             raise ValueError(f"hub_itg and hub_itm must be >= 0, got {self.hub_itg} / {self.hub_itm}")
         if self.match_loss < 0 or self.match_layer < 0 or self.match_head < 0:
             raise ValueError(f"match_loss, match_layer and match_head must be >= 0, got "

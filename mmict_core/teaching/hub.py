@@ -105,9 +105,12 @@ def _same_task_roll(items: Sequence[Example]) -> list[int]:
     return partner
 
 
-def hub_losses(vlm: TeachingVLM, heads: HubHeads, items: Sequence[Example],
-               text_negatives: bool = True) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(ITG loss, ITM loss, ITM accuracy) on one batch of items.  ITM's negatives: each text with a
+def hub_losses(vlm: TeachingVLM, heads: HubHeads, items: Sequence[Example], text_negatives: bool = False,
+               mlm_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """(ITG loss, ITM loss, ITM accuracy, masked-answer loss) on one batch of items.  The masked-answer
+    loss (``mlm_weight`` > 0): the answer's words replaced by [UNK], predicted from the text-token
+    outputs of the bidirectional run (the run MMICT reads), so the text positions learn to fetch what
+    the image says.  ITM's negatives: each text with a
     same-task item's image, and (``text_negatives``) each image with the same prompt but a
     same-task item's answer (when the answers differ): the hard case, where only the grounded
     words tell the pair from a match."""
@@ -137,6 +140,17 @@ def hub_losses(vlm: TeachingVLM, heads: HubHeads, items: Sequence[Example],
             all_ids, all_tmask = torch.cat([pad(all_ids), pad(sids)]), torch.cat([pad(all_tmask), pad(smask)])
             all_mem, all_mmask = torch.cat([all_mem, mem[swap]]), torch.cat([all_mmask, mmask[swap]])
             n_neg += len(swap)
+    mlm = itg.new_zeros(())
+    if mlm_weight:  # the answer's words masked, predicted from the bidirectional run's text outputs
+        unk = vlm.tokenizer.token_to_id("[UNK]")
+        n_prompt = [len(vlm.encode_text(ex.prompt)) for ex in items]
+        masked = ids.clone()
+        target = torch.full_like(ids, -100)
+        for r, (n0, n1) in enumerate(zip(n_prompt, tmask.sum(1).tolist())):
+            masked[r, n0:n1] = unk
+            target[r, n0:n1] = ids[r, n0:n1]
+        hm = qformer_run(vlm, mem, mmask, masked, tmask, causal=False)[:, Q:]  # (N, L, d_q)
+        mlm = nn.functional.cross_entropy(heads.itg(hm).flatten(0, 1), target.flatten(), ignore_index=-100)
     hb = qformer_run(vlm, all_mem, all_mmask, all_ids, all_tmask, causal=False)[:, Q:]  # (N', L, d_q)
     m = all_tmask.unsqueeze(-1).to(hb.dtype)
     pooled = (hb * m).sum(1) / m.sum(1).clamp(min=1)  # (N', d_q) mean over real text tokens
@@ -144,7 +158,7 @@ def hub_losses(vlm: TeachingVLM, heads: HubHeads, items: Sequence[Example],
     itm_logits = heads.itm(pooled)
     itm = nn.functional.cross_entropy(itm_logits, lab)
     acc = (itm_logits.argmax(-1) == lab).float().mean().item()
-    return itg, itm, acc
+    return itg, itm, acc, mlm
 
 
 def hub_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: bool = True) -> None:
@@ -155,10 +169,10 @@ def hub_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: bool =
     params = list(model.qformer.parameters()) + [model.query_tokens] + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.hub_lr, weight_decay=cfg.weight_decay)
     model.qformer.train()
-    itg_ema = itm_ema = acc_ema = None
+    itg_ema = itm_ema = acc_ema = mlm_ema = None
     for step in tqdm(range(cfg.hub_steps), desc="M-Hub text path", mininterval=5, disable=not progress):
-        itg, itm, acc = hub_losses(vlm, heads, hub_items(cfg, step), cfg.hub_text_negatives)
-        loss = cfg.hub_itg * itg + cfg.hub_itm * itm
+        itg, itm, acc, mlm = hub_losses(vlm, heads, hub_items(cfg, step), cfg.hub_text_negatives, cfg.hub_mlm)
+        loss = cfg.hub_itg * itg + cfg.hub_itm * itm + cfg.hub_mlm * mlm
         warm = min(1.0, (step + 1) / 50)
         for g in opt.param_groups:
             g["lr"] = cfg.hub_lr * warm * 0.5 * (1 + np.cos(np.pi * step / max(1, cfg.hub_steps)))
@@ -168,9 +182,10 @@ def hub_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: bool =
         opt.step()
         e = lambda old, new: new if old is None else 0.95 * old + 0.05 * new  # noqa: E731
         itg_ema, itm_ema, acc_ema = e(itg_ema, itg.item()), e(itm_ema, itm.item()), e(acc_ema, acc)
+        mlm_ema = e(mlm_ema, mlm.item())
         if step % 50 == 0 or step == cfg.hub_steps - 1:
             log.append({"stage": "hub", "step": step, "itg": round(itg_ema, 4), "itm": round(itm_ema, 4),
-                        "itm_acc": round(acc_ema, 3)})
+                        "itm_acc": round(acc_ema, 3), **({"mlm": round(mlm_ema, 4)} if cfg.hub_mlm else {})})
             if step % 200 == 0 or step == cfg.hub_steps - 1:
                 print(json.dumps(log[-1]), flush=True)
     model.qformer.eval()
