@@ -138,8 +138,10 @@ def test_two_processes_train_one_adapter_equal_to_one_process(tmp_path):
         for r in range(2):  # the first step's gradient is the whole batch's, on each process
             assert set(got[r][run][2]) == set(grads)
             for k, g in grads.items():
+                # summing 3 + 2 episodes instead of 5 rounds differently: float32 carries ~1.2e-7 of the
+                # largest entry (V_B's is ~0.14, seen off by 3e-8), so allow ~8 ulps of the largest entry
                 torch.testing.assert_close(torch.from_numpy(got[r][run][2][k]), torch.from_numpy(g), rtol=1e-5,
-                                           atol=1e-8, msg=f"{run}: the gradient of {k} on process {r}")
+                                           atol=max(1e-8, 1e-6 * float(abs(g).max())), msg=lambda m: f"{run}: the gradient of {k} on process {r} (max {abs(g).max():.3g})\n{m}")
         s0, s1 = ({k: torch.from_numpy(v) for k, v in got[r][run][0].items()} for r in range(2))
         assert set(s0) == set(ref.state_dict())
         for k in s0:

@@ -420,6 +420,15 @@ class FtCaption(Downstream):
                        meta=dict(naming=naming, alternative=cap(_other(naming)), scene=scene.describe()))
 
 
+def _unambiguous_clip(rng: np.random.Generator, **kw) -> cl.ClipSpec:
+    """A clip whose objects all have distinct names under both conventions, so that 'the small
+    square' (size naming) never stands for two objects (redrawn until it holds; a few draws)."""
+    while True:
+        clip = cl.sample_clip(rng, **kw)
+        if all(len({o.name(nm) for o in clip.objects}) == len(clip.objects) for nm in NAMINGS):
+            return clip
+
+
 @dataclass
 class FtVideoQA(Downstream):
     name: str = "ft-video-qa"
@@ -429,7 +438,7 @@ class FtVideoQA(Downstream):
     default_pool_size: int = 16
 
     def item(self, rng, naming):
-        clip = cl.sample_clip(rng, n_events=1)
+        clip = _unambiguous_clip(rng, n_events=1)
         actor = clip.actors()[0]
         return Example(images=clip.render(), prompt=PROMPTS["ft-video-qa"], answers=[actor.name(naming)], task=self.name,
                        meta=dict(naming=naming, alternative=actor.name(_other(naming)), events=clip.describe()))
@@ -445,7 +454,7 @@ class FtVideoCaption(Downstream):
     default_pool_size: int = 16
 
     def item(self, rng, naming):
-        clip = cl.sample_clip(rng)
+        clip = _unambiguous_clip(rng)
         return Example(images=clip.render(), prompt=PROMPTS["ft-video-caption"], answers=[clip.describe(naming)],
                        task=self.name, meta=dict(naming=naming, alternative=clip.describe(_other(naming)),
                                                  events=clip.describe()))
