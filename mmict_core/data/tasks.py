@@ -50,7 +50,7 @@ PROMPTS = {
     "operator": "what is the result ?",
     "clip-caption": "describe the video .",
     "ft-vqa": "what is in the {cell} ?",
-    "ft-caption": "list the shapes .",
+    "ft-caption": "what shapes are in the image ?",
     "ft-video-qa": "which shape acts ?",
     "ft-video-caption": "what happens in the video ?",
 }

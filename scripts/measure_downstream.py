@@ -1,0 +1,116 @@
+"""The MMICT paper's claim on the downstream case-study tasks (docs/tasks/downstream.md): zero-shot
+ICL, then VanillaFT, VanillaICT and MMICT, each trained from 3 seeds with the starter library's
+budget (mmict_core.casestudy.STARTER_TRAIN, the same for every task and method family) and scored on
+the same 300 held-out test episodes (seed 0).  One JSON per (task, method, seed) under OUT, so an
+interrupted run resumes where it stopped; ``--summary`` prints the table with 95% t-intervals and
+the verdicts of the claim "MMICT >= VanillaICT >= VanillaFT".
+
+The order is the pre-registration's: phase ``baseline`` (zero-shot ICL + VanillaFT) is run and its
+numbers written into docs/tasks/downstream.md BEFORE phase ``methods`` (VanillaICT, MMICT).
+
+    python scripts/measure_downstream.py --phase baseline --tasks ft-vqa,ft-caption --out runs/downstream
+    python scripts/measure_downstream.py --phase methods  --tasks ft-vqa,ft-caption --out runs/downstream
+    python scripts/measure_downstream.py --summary        --tasks ft-vqa,ft-caption --out runs/downstream
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+SEEDS = (0, 1, 2)
+EPISODES = 300
+PHASES = {"baseline": ("icl", "vanilla-ft"), "methods": ("vanilla-ict", "mmict")}
+CLAIM = ("mmict", "vanilla-ict", "vanilla-ft")  # the paper's ordering (its Tables 1-4)
+
+
+def run_one(bb, task: str, method: str, seed: int, out: Path) -> dict:
+    from mmict_core.casestudy import DEFAULT_SHOTS, StarterEntry, starter_train_config, train_command, wilson_interval
+    from mmict_core.data import get_task
+    from mmict_core.evaluate.icl import evaluate_generation
+    from mmict_core.methods import get_method
+    from mmict_core.train import train
+
+    path = out / f"{task}.{method}.seed{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    cls = get_method(method)
+    t = get_task(task)
+    rec: dict = {"task": task, "method": method, "seed": seed, "episodes": EPISODES}
+    if method == "icl":  # zero-shot and 4-shot plain ICL: no training, no seed of its own
+        shots = [0, DEFAULT_SHOTS]
+        m = cls(bb, cls.config_class(shots=0))
+        res = evaluate_generation(m.generate, t, shots, episodes=EPISODES, seed=0, progress=False)
+        rec["results"] = [{"shots": r.shots, "accuracy": r.accuracy, **r.extra} for r in res]
+    else:
+        shots = DEFAULT_SHOTS if cls.uses_demos else 0
+        kw = {"seed": seed, **({"shots": shots, "train_shots": shots} if cls.uses_demos else {})}
+        m = cls(bb, cls.config_class(**kw))
+        entry = StarterEntry(task, method)
+        tc = starter_train_config(entry, seed)
+        t0 = time.perf_counter()
+        tr = train(m, tc, progress=True)
+        rec.update(command=train_command(entry, seed), train_seconds=round(time.perf_counter() - t0, 1),
+                   final_loss=tr.losses[-1])
+        r = evaluate_generation(m.generate, t, [shots], episodes=EPISODES, seed=0, progress=False)[0]
+        lo, hi = wilson_interval(r.accuracy * r.n, r.n)
+        rec["results"] = [{"shots": shots, "accuracy": r.accuracy, "wilson95": [lo, hi], **r.extra}]
+    path.write_text(json.dumps(rec, indent=1))
+    print(json.dumps(rec), flush=True)
+    return rec
+
+
+def summary(tasks: list[str], out: Path) -> str:
+    from mmict_core.evaluate.claims import chain_verdict, summarize_seeds
+
+    lines = ["| task | method | shots | exact match (mean, 95% t-interval over seeds) | content | per seed |",
+             "|---|---|---|---|---|---|"]
+    verdicts = []
+    for task in tasks:
+        sums = {}
+        for method in PHASES["baseline"] + PHASES["methods"]:
+            recs = [json.loads(p.read_text()) for p in sorted(out.glob(f"{task}.{method}.seed*.json"))]
+            if not recs:
+                continue
+            if method == "icl":
+                for r in recs[0]["results"]:
+                    lines.append(f"| {task} | icl | {r['shots']} | {r['accuracy']:.3f} (no training) | "
+                                 f"{r.get('content', float('nan')):.3f} | |")
+                continue
+            acc = [r["results"][0]["accuracy"] for r in recs]
+            con = [r["results"][0].get("content", float("nan")) for r in recs]
+            s = summarize_seeds(acc)
+            sums[method] = s
+            lines.append(f"| {task} | {method} | {recs[0]['results'][0]['shots']} | {s.mean:.3f} [{s.lo:.3f}, {s.hi:.3f}] "
+                         f"| {sum(con) / len(con):.3f} | {', '.join(f'{a:.3f}' for a in acc)} |")
+        if all(m in sums and sums[m].n == len(SEEDS) for m in CLAIM):
+            verdicts.append(f"- {task}: MMICT >= VanillaICT >= VanillaFT — **{chain_verdict([sums[m] for m in CLAIM])}**")
+    return "\n".join(lines + [""] + verdicts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--phase", choices=sorted(PHASES))
+    ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--tasks", default="ft-vqa,ft-caption")
+    ap.add_argument("--out", default="runs/downstream")
+    ap.add_argument("--backbone", default="teaching")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = a.tasks.split(",")
+    if a.phase:
+        from mmict_core.backbones import load_backbone
+
+        bb = load_backbone(a.backbone)
+        for task in tasks:
+            for method in PHASES[a.phase]:
+                for seed in (SEEDS if method != "icl" else (0,)):
+                    run_one(bb, task, method, seed, out)
+    if a.summary:
+        print(summary(tasks, out))
+
+
+if __name__ == "__main__":
+    main()
