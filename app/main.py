@@ -11,6 +11,7 @@ import gradio as gr
 from mmict_core.backbones import QUANT_MODES
 from mmict_core.workbench import AUTO_STRATEGIES, GALLERY_TASKS, trainable_methods
 
+from .case_study import build_tab
 from .handlers import Studio
 
 MODEL = dict(concurrency_id="model", concurrency_limit=1)  # one queue slot for all model work
@@ -24,6 +25,7 @@ at the attention HiFICL's virtual key/value pairs receive.  Everything is comput
 def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="MMICT Studio") as demo:
         gr.Markdown(INTRO)
+        case_tab, (c_kind, c_shots, c_index, c_img, c_text) = build_tab(studio, MODEL)
         with gr.Tab("Backbone", id="backbone"):
             with gr.Row():
                 spec = gr.Textbox(value=studio.spec, scale=3, label="Backbone (teaching, a teaching-VLM folder, "
@@ -126,6 +128,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         lib_out = [l_table, l_name, l_many]
         demo.load(studio.refresh, None, demo_out, **MODEL).then(studio.backbone_text, None, info).then(
             studio.method_choices, None, methods).then(studio.library_list, l_query, lib_out)
+        demo.load(case_tab.preview, [c_kind, c_shots, c_index], [c_img, c_text])
         demo.unload(studio.drop_session)
         load.click(studio.load_backbone, [spec, quant], info, **MODEL).then(studio.method_choices, None, methods)
         new_pool.click(studio.new_pool, [task, pool_size, pool_seed], demo_out, **MODEL)

@@ -39,7 +39,10 @@ def wilson_interval(correct: float, n: int, z: float = 1.959964) -> tuple[float,
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at p = 0 or 1 one bound is exactly p (the score equation's root); rounding must not move it
+    lo = 0.0 if p <= 0 else max(0.0, centre - half)
+    hi = 1.0 if p >= 1 else min(1.0, centre + half)
+    return lo, hi
 
 
 def resolve_task(task: str) -> str:
@@ -137,21 +140,42 @@ def query_picture(episode: Episode) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def save_case_study_files(case: CaseStudy, png: str | Path | None = None, html: str | Path | None = None,
-                          title: str | None = None) -> None:
-    """The Figure-3-style card with the accuracy table, as PNG and/or self-contained HTML."""
-    from .viz.case_study import case_study_html, case_study_png
-
+def _card_args(case: CaseStudy, title: str | None = None) -> tuple:
     ep = case.episode
     demos = [(query_picture(Episode([], d, d.task)), d.prompt, d.answer) for d in ep.demos]
     title = title or f"Case study: {case.task} ({case.query['shots']} demonstrations)"
-    args = (query_picture(ep), ep.query.prompt, ep.query.answer, case.rows, demos, title)
+    return query_picture(ep), ep.query.prompt, ep.query.answer, case.rows, demos, title
+
+
+def case_study_card_html(case: CaseStudy, title: str | None = None) -> str:
+    """The Figure-3-style card with the accuracy table, as one self-contained HTML document."""
+    from .viz.case_study import case_study_html
+
+    return case_study_html(*_card_args(case, title), accuracy=case.accuracy)
+
+
+def save_case_study_files(case: CaseStudy, png: str | Path | None = None, html: str | Path | None = None,
+                          title: str | None = None) -> None:
+    """The Figure-3-style card with the accuracy table, as PNG and/or self-contained HTML."""
+    from .viz.case_study import case_study_png
+
     if png:
         Path(png).parent.mkdir(parents=True, exist_ok=True)
-        case_study_png(*args, accuracy=case.accuracy).save(png, format="PNG")
+        case_study_png(*_card_args(case, title), accuracy=case.accuracy).save(png, format="PNG")
     if html:
         Path(html).parent.mkdir(parents=True, exist_ok=True)
-        Path(html).write_text(case_study_html(*args, accuracy=case.accuracy), encoding="utf-8")
+        Path(html).write_text(case_study_card_html(case, title), encoding="utf-8")
+
+
+def missing_entries(task: str, methods: Sequence[str], library=None, fixed_binding: bool = False) -> list[str]:
+    """The starter-library entries ``methods`` need for ``task`` that the library does not hold."""
+    from .methods import get_method
+
+    lib = library or starter_library()
+    have = {e["name"] for e in lib.list()}
+    task = resolve_task(task)
+    return [entry_name(task, m, fixed_binding) for m in methods
+            if get_method(m).needs_training and entry_name(task, m, fixed_binding) not in have]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -231,7 +255,7 @@ def build_starter_library(out: str | Path = STARTER_DIR, *, seed: int = 0, only:
         ev = evaluate_generation(method.generate, t, [shots], episodes=episodes, seed=seed, progress=False)[0]
         lo, hi = wilson_interval(ev.accuracy * ev.n, ev.n)
         metrics = {"accuracy": round(ev.accuracy, 4), "ci95_lo": round(lo, 4), "ci95_hi": round(hi, 4), "episodes": ev.n,
-                   "steps": tc.steps, "train_seconds": round(res.seconds, 1), "final_loss": round(res.losses[-1], 4),
+                   "steps": tc.steps, "train_seconds": round(res.seconds, 3), "final_loss": round(res.losses[-1], 4),
                    **{k: round(v, 4) for k, v in ev.extra.items()}}
         lib.add(entry.name, method, task=entry.task, shots=shots, samples=tc.samples, metrics=metrics, overwrite=True,
                 description=f"{entry.method} on {entry.task}{' (fixed binding)' if entry.fixed_binding else ''}; "

@@ -25,7 +25,7 @@ PHASES = {"baseline": ("icl", "vanilla-ft"), "methods": ("vanilla-ict", "mmict")
 CLAIM = ("mmict", "vanilla-ict", "vanilla-ft")  # the paper's ordering (its Tables 1-4)
 
 
-def run_one(bb, task: str, method: str, seed: int, out: Path) -> dict:
+def run_one(bb, task: str, method: str, seed: int, out: Path, library: str | None = None) -> dict:
     from mmict_core.casestudy import DEFAULT_SHOTS, StarterEntry, starter_train_config, train_command, wilson_interval
     from mmict_core.data import get_task
     from mmict_core.evaluate.icl import evaluate_generation
@@ -56,6 +56,14 @@ def run_one(bb, task: str, method: str, seed: int, out: Path) -> dict:
         r = evaluate_generation(m.generate, t, [shots], episodes=EPISODES, seed=0, progress=False)[0]
         lo, hi = wilson_interval(r.accuracy * r.n, r.n)
         rec["results"] = [{"shots": shots, "accuracy": r.accuracy, "wilson95": [lo, hi], **r.extra}]
+        if library and seed == 0:  # seed 0 with the starter budget is the starter library's entry
+            from mmict_core.vlibrary import VLibrary
+
+            metrics = {"accuracy": round(r.accuracy, 4), "ci95_lo": round(lo, 4), "ci95_hi": round(hi, 4),
+                       "episodes": r.n, "steps": tc.steps, "train_seconds": rec["train_seconds"],
+                       "final_loss": round(tr.losses[-1], 4), **{k: round(v, 4) for k, v in r.extra.items()}}
+            VLibrary(library).add(entry.name, m, task=task, shots=shots, samples=tc.samples, metrics=metrics,
+                                  overwrite=True, description=f"{method} on {task}; built by: {rec['command']}")
     path.write_text(json.dumps(rec, indent=1))
     print(json.dumps(rec), flush=True)
     return rec
@@ -96,6 +104,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="ft-vqa,ft-caption")
     ap.add_argument("--out", default="runs/downstream")
     ap.add_argument("--backbone", default="teaching")
+    ap.add_argument("--library", help="also store each seed-0 adapter here (the starter library: what "
+                                      "build_starter_library trains for the same entry, same seed and budget)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +117,7 @@ def main() -> None:
         for task in tasks:
             for method in PHASES[a.phase]:
                 for seed in (SEEDS if method != "icl" else (0,)):
-                    run_one(bb, task, method, seed, out)
+                    run_one(bb, task, method, seed, out, a.library)
     if a.summary:
         print(summary(tasks, out))
 
