@@ -109,7 +109,16 @@ def test_vqa_accuracy_matches_independent_loo_on_random_cases():
     ("A man riding a horse.", "a man riding a horse"),
     ("The dog's ball, in the park!", "the dog 's ball in the park"),
     ('I don\'t know; "great"...', "i do n't know great"),
-    ("A black-and-white photo (old) of 1,000 people at 10:30.", "a black-and-white photo old of 1,000 people at 10:30"),
+    # coco-caption's removal list spells the brackets in upper case, so the lower-cased -lrb- -rrb- stay
+    ("A black-and-white photo (old) of 1,000 people at 10:30.",
+     "a black-and-white photo -lrb- old -rrb- of 1,000 people at 10:30"),
+    # the rest: what the CoreNLP 3.4.1 jar prints for these inputs (probed with its PTBTokenizer)
+    ("A dog 's hat on Main St. and Mr. Smith", "a dog 's hat on main st. and mr. smith"),
+    ("A sign that reads K. Smith etc. Wow!!! Really?", "a sign that reads k. smith etc. wow !!! really"),
+    ("a cat.  Ready to bat., ok", "a cat ready to bat. ok"),
+    ("a [box] {x} at 6:40PM and #25 or a/b or pizza/", "a -lsb- box -rsb- -lcb- x -rcb- at 6:40 pm and # 25 or a/b or pizza /"),
+    ("22 3/4 st. and beach--kite and gonna", "22\u00a03/4 st. and beach kite and gon na"),
+    ("No. 5 and no. and Mass. and mass.", "no. 5 and no and mass. and mass"),
     ("two dogs - playing", "two dogs playing"),
     ("He cannot go", "he can not go"),
     ("U.S. flag, 3.5 m", "u.s. flag 3.5 m"),
