@@ -80,12 +80,15 @@ def test_vqa_normalize_prediction_and_report():
     assert normalize_prediction("red-white") == "red white"      # inner punctuation -> space
     assert normalize_prediction("red - white") == "red white"    # punctuation next to a space removed
     assert normalize_prediction("Im here") == "im here"          # the official table's "Im" never matches
+    assert normalize_prediction("its oclock") == "its o'clock"    # "its" is not in the table, "oclock" is
     preds = ["yes", "2", "red"]
     answers = [["yes"] * 10, ["2"] * 2 + ["3"] * 8, ["blue"] * 10]
     rep = vqa_report(preds, answers, groups=["yes/no", "number", "other"])
     assert rep["per_item"] == pytest.approx([1.0, 0.6, 0.0])
     assert rep["overall"] == pytest.approx(1.6 / 3) == mean_vqa_accuracy(preds, answers)
     assert rep["by_group"] == pytest.approx({"yes/no": 1.0, "number": 0.6, "other": 0.0})
+    assert rep["vqa_version"] == "2017" and "458a8b2" in rep["source"]
+    assert vqa_report(preds, answers, vqa_version="head")["vqa_version"] == "head"
     with pytest.raises(ValueError, match="needs the human answers"):
         vqa_accuracy("yes", [])
     with pytest.raises(ValueError, match="2 predictions but 1 answer lists"):
@@ -294,9 +297,21 @@ def test_builtin_equals_pycocoevalcap_on_random_captions():
 
 
 def test_auto_backend_and_missing_pycocoevalcap(monkeypatch):
+    from mmict_core.evaluate.metrics import official
+
+    expected = "official" if official.available() else ("pycocoevalcap" if HAVE_COCO else "builtin")
+    got = bleu(CAPS, REFS)
+    assert got.backend == expected
+    assert got.tokenizer.startswith("java-ptb" if expected == "official" else "builtin-ptb")
+    assert bleu(CAPS, REFS, tokenize=False).tokenizer == "none"
+    # no Java: auto falls back; asking for official names the install command
+    monkeypatch.setattr(official.shutil, "which", lambda name: None)
     assert bleu(CAPS, REFS).backend == ("pycocoevalcap" if HAVE_COCO else "builtin")
+    with pytest.raises(RuntimeError, match=r"Java: apt-get install default-jre-headless"):
+        cider_d(CAPS, REFS, backend="official")
     monkeypatch.setattr(_common, "have_pycocoevalcap", lambda: False)
     assert bleu(CAPS, REFS).backend == "builtin"
+    assert bleu(CAPS, REFS).tokenizer.startswith("builtin-ptb")
     with pytest.raises(ImportError, match=r"pip install 'pycocoevalcap>=1.2'"):
         rouge_l(CAPS, REFS, backend="pycocoevalcap")
     with pytest.raises(ValueError, match="unknown backend"):
@@ -321,6 +336,12 @@ def test_caption_input_errors():
 
 def test_score_dispatches_by_task_metric():
     assert score("vqa_accuracy", ["two"], [["2"] * 2 + ["3"] * 8]) == pytest.approx(0.6)
+    # the two official versions differ when all ten answers agree: HEAD leaves the prediction as is
+    assert score("vqa_accuracy", ["Two"], [["2"] * 10]) == 1.0
+    assert score("vqa_accuracy", ["Two"], [["2"] * 10], vqa_version="head") == 0.0
+    with pytest.raises(ValueError, match="unknown vqa_version"):
+        score("vqa_accuracy", ["2"], [["2"]], vqa_version="2015")
+    assert score("bleu", CAPS, REFS, backend="builtin") == pytest.approx(bleu(CAPS, REFS, backend="builtin").score)
     assert score("accuracy", ["The dog", "cat"], [["dog"], ["bird"]]) == 0.5
     assert score("bleu", CAPS, REFS) == pytest.approx(bleu(CAPS, REFS).score)
     assert score("rouge", CAPS, REFS) == pytest.approx(rouge_l(CAPS, REFS).score)
