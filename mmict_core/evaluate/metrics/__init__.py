@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from . import official
 from ._common import BACKENDS, CaptionScore
 from .bleu import bleu
 from .cider import CiderD, cider_d
@@ -49,6 +50,6 @@ def score(metric: str, predictions: Sequence[str], references: Sequence[Sequence
     raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
 
 
-__all__ = ["BACKENDS", "CaptionScore", "METRICS", "bleu", "CiderD", "cider_d", "rouge_l", "ptb_tokenize",
+__all__ = ["official", "BACKENDS", "CaptionScore", "METRICS", "bleu", "CiderD", "cider_d", "rouge_l", "ptb_tokenize",
            "mean_vqa_accuracy", "normalize_prediction", "score", "vqa_accuracy", "vqa_report", "VQA_VERSIONS",
            "DEFAULT_VQA_VERSION"]
