@@ -15,8 +15,11 @@ from mmict_core.evaluate.normalize import normalize_answer
     ("the dog", "dog"),              # articles are dropped
     ("An apple", "apple"),
     ("a red circle.", "red circle"),  # trailing period stripped
-    ("dont", "don't"),               # contractions restored
-    ("Its", "it's"),
+    ("dont", "don't"),               # contractions restored (the official table)
+    ("oclock", "o'clock"),
+    ("yall", "y'all"),
+    ("Its", "its"),                  # not in the official table (nor im, ive, lets): left as written
+    ("Im", "im"),
     ("yes!", "yes"),                 # punctuation removed
     ("red-circle", "red circle"),    # punctuation inside a word becomes a space
     ("red - circle", "red circle"),  # punctuation next to a space is removed

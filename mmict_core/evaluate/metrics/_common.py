@@ -1,5 +1,14 @@
 """Shared plumbing of the caption metrics: input checking, tokenisation, the result type and the
-choice between pycocoevalcap's scorers and the built-in re-implementations (same numbers)."""
+choice of backend:
+
+``official``       coco-caption's pipeline: the Java PTBTokenizer + pycocoevalcap's scorers (needs Java
+                   and pycocoevalcap; :mod:`.official`);
+``pycocoevalcap``  pycocoevalcap's scorers on the built-in tokenizer's tokens;
+``builtin``        the built-in tokenizer and scorers (pure Python);
+``auto``           the first of these that can run here.
+
+The scorers give the same numbers given the same tokens; the built-in tokenizer matches Java's on
+all 7,000 fixture captions (see :mod:`.tokenizer` for what it can still miss)."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +17,10 @@ from typing import Any, Hashable, Mapping, Sequence
 
 from .tokenizer import ptb_tokenize
 
-BACKENDS = ("auto", "pycocoevalcap", "builtin")
+from . import official
+
+BACKENDS = ("auto", "official", "pycocoevalcap", "builtin")
+BUILTIN_TOKENIZER = "builtin-ptb (pure-Python re-creation of the CoreNLP 3.4.1 PTBTokenizer)"
 
 
 @dataclass
@@ -19,12 +31,14 @@ class CaptionScore:
     per_item: list[float]
     backend: str
     details: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str = BUILTIN_TOKENIZER  # which tokenizer made the tokens ("none" when given tokenised)
 
 
 def prepare(candidates: Sequence[str] | Mapping[Hashable, str],
             references: Sequence[Sequence[str]] | Mapping[Hashable, Sequence[str]],
-            tokenize: bool = True) -> tuple[list[str], list[list[str]]]:
-    """Aligned (candidates, references) lists, tokenised with :func:`ptb_tokenize` when asked.
+            tokenize: bool = True, backend: str = "builtin") -> tuple[list[str], list[list[str]], str]:
+    """Aligned (candidates, references) lists and the tokenizer's name; tokenised when asked, by
+    the Java PTBTokenizer for the (resolved) ``official`` backend, else by :func:`ptb_tokenize`.
 
     Either two sequences (one candidate and one list of references per item) or two mappings with
     the same keys (e.g. image ids)."""
@@ -49,9 +63,15 @@ def prepare(candidates: Sequence[str] | Mapping[Hashable, str],
         r = [r] if isinstance(r, str) else list(r)
         if not r or not all(isinstance(x, str) for x in r):
             raise ValueError(f"item {i} needs at least one reference caption (strings); got {r!r}")
-        cands.append(ptb_tokenize(c) if tokenize else c)
-        refs.append([ptb_tokenize(x) if tokenize else x for x in r])
-    return cands, refs
+        cands.append(c)
+        refs.append(r)
+    if not tokenize:
+        return cands, refs, "none"
+    if backend == "official":  # as coco-caption: all references in one Java call, candidates in another
+        flat = official.java_tokenize([x for r in refs for x in r])
+        it = iter(flat)
+        return official.java_tokenize(cands), [[next(it) for _ in r] for r in refs], official.TOKENIZER_NAME
+    return [ptb_tokenize(c) for c in cands], [[ptb_tokenize(x) for x in r] for r in refs], BUILTIN_TOKENIZER
 
 
 def have_pycocoevalcap() -> bool:
@@ -65,7 +85,11 @@ def resolve_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if backend == "auto":
+        if official.available():
+            return "official"
         return "pycocoevalcap" if have_pycocoevalcap() else "builtin"
+    if backend == "official":
+        official.require()
     if backend == "pycocoevalcap" and not have_pycocoevalcap():
         raise ImportError("backend 'pycocoevalcap' needs the package: pip install 'pycocoevalcap>=1.2' "
                           "(or pip install 'mmict-studio[metrics]'); backend 'builtin' gives the same numbers")

@@ -77,12 +77,13 @@ def bleu(candidates: Sequence[str] | Mapping[Hashable, str],
     """Corpus BLEU-``n`` (default BLEU-4) of ``candidates`` against their ``references``.
 
     ``details["bleu_k"]`` holds BLEU-1..n.  ``tokenize=False`` when the texts are already tokenised
-    (space-separated).  ``backend``: ``"auto"`` (pycocoevalcap when installed), ``"pycocoevalcap"``
-    or ``"builtin"`` — the same numbers either way."""
+    (space-separated).  ``backend``: ``"auto"`` (``official`` when Java and pycocoevalcap are
+    here), ``"official"`` (coco-caption's Java tokenizer + pycocoevalcap), ``"pycocoevalcap"`` or
+    ``"builtin"`` (see :mod:`._common`); ``.backend`` and ``.tokenizer`` of the result say which ran."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    cands, refs = prepare(candidates, references, tokenize)
     backend = resolve_backend(backend)
-    corpus, per_item = (_pycocoevalcap if backend == "pycocoevalcap" else _builtin)(cands, refs, n)
+    cands, refs, tokenizer = prepare(candidates, references, tokenize, backend)
+    corpus, per_item = (_builtin if backend == "builtin" else _pycocoevalcap)(cands, refs, n)
     return CaptionScore(float(corpus[-1]), [float(p[-1]) for p in per_item], backend,
-                        {f"bleu_{k + 1}": float(b) for k, b in enumerate(corpus)})
+                        {f"bleu_{k + 1}": float(b) for k, b in enumerate(corpus)}, tokenizer)

@@ -73,10 +73,10 @@ class CiderD:
     def score(self, candidates: Sequence[str] | Mapping[Hashable, str],
               references: Sequence[Sequence[str]] | Mapping[Hashable, Sequence[str]]) -> CaptionScore:
         """Mean CIDEr-D (and per item) of ``candidates`` with this corpus's document frequencies."""
-        cands, refs = prepare(candidates, references, self.tokenize)
+        cands, refs, tokenizer = prepare(candidates, references, self.tokenize)
         per_item = [self.score_tokenized(c, r) for c, r in zip(cands, refs)]
         return CaptionScore(sum(per_item) / len(per_item), per_item, "builtin",
-                            {"n_documents": round(math.exp(self.log_n_docs))})
+                            {"n_documents": round(math.exp(self.log_n_docs))}, tokenizer)
 
 
 def cider_d(candidates: Sequence[str] | Mapping[Hashable, str],
@@ -89,17 +89,17 @@ def cider_d(candidates: Sequence[str] | Mapping[Hashable, str],
     from ``df_references`` (every reference list of the split; then only the built-in code can
     compute it).  See :func:`bleu` for ``tokenize`` and ``backend``."""
     if df_references is not None:
-        if backend == "pycocoevalcap":
+        if backend in ("official", "pycocoevalcap"):
             raise ValueError("pycocoevalcap's Cider takes document frequencies only from the scored items; "
                              "use backend='builtin' (or 'auto') with df_references")
         return CiderD(df_references, tokenize=tokenize).score(candidates, references)
-    cands, refs = prepare(candidates, references, tokenize)
     backend = resolve_backend(backend)
-    if backend == "pycocoevalcap":
+    cands, refs, tokenizer = prepare(candidates, references, tokenize, backend)
+    if backend in ("official", "pycocoevalcap"):
         from pycocoevalcap.cider.cider import Cider
 
         score, per_item = Cider().compute_score(*as_coco(cands, refs))
-        return CaptionScore(float(score), [float(x) for x in per_item], backend)
+        return CaptionScore(float(score), [float(x) for x in per_item], backend, tokenizer=tokenizer)
     result = CiderD(refs, tokenize=False).score(cands, refs)
-    result.backend = backend
+    result.backend, result.tokenizer = backend, tokenizer
     return result

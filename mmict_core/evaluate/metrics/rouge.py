@@ -43,9 +43,9 @@ def rouge_l(candidates: Sequence[str] | Mapping[Hashable, str],
             references: Sequence[Sequence[str]] | Mapping[Hashable, Sequence[str]], *,
             tokenize: bool = True, backend: str = "auto") -> CaptionScore:
     """Mean ROUGE-L of ``candidates`` against their ``references`` (see :func:`bleu` for the options)."""
-    cands, refs = prepare(candidates, references, tokenize)
     backend = resolve_backend(backend)
-    if backend == "pycocoevalcap":
+    cands, refs, tokenizer = prepare(candidates, references, tokenize, backend)
+    if backend in ("official", "pycocoevalcap"):
         from pycocoevalcap.rouge.rouge import Rouge
 
         score, per_item = Rouge().compute_score(*as_coco(cands, refs))
@@ -53,4 +53,4 @@ def rouge_l(candidates: Sequence[str] | Mapping[Hashable, str],
     else:
         per_item = [rouge_l_item(c, r) for c, r in zip(cands, refs)]
         score = sum(per_item) / len(per_item)
-    return CaptionScore(float(score), per_item, backend)
+    return CaptionScore(float(score), per_item, backend, tokenizer=tokenizer)
