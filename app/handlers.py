@@ -217,7 +217,7 @@ class Studio:
     # -- compare ------------------------------------------------------------------------------
     def method_choices(self, request: gr.Request = None):
         s = self.session(request)
-        names = ["ICL", *s.adapters]
+        names = s.method_labels()
         return gr.Dropdown(choices=names, value=names, multiselect=True)
 
     @friendly

@@ -23,7 +23,7 @@ from mmict_core.backbones.instructblip import InstructBlipHFBackbone
 from mmict_core.backbones.loading import ADAPTERS, MODEL_CLASSES, adapter_for
 from mmict_core.backbones.tiny import TINY_KINDS, save_tiny, tiny_backbone, tiny_config
 from mmict_core.data import make_episode
-from mmict_core.methods import get_method
+from mmict_core.methods import create_method
 from mmict_core.train import TrainConfig, train
 
 QUANTS = ("none", "8bit", "4bit")
@@ -63,8 +63,7 @@ def episodes(k: int = 2, n: int = 2):
 
 
 def make(name: str, bb):
-    cls = get_method(name)
-    return cls(bb, cls.config_class(**METHODS.get(name, {})))
+    return create_method(name, bb, **METHODS.get(name, {}))
 
 
 def check_method(m, bb, eps):

@@ -90,22 +90,22 @@ def test_demo_token_cost_matches_the_layout(session, vlm):
 
 def test_compare_one_matches_direct_generation(vlm):
     ep = make_episode("binding", 4, seed=0, index=3, split="val")
-    rows = compare_one(vlm, ep, {"ICL": None})
+    rows = compare_one(vlm, ep, {"ICL": make_method(vlm, "icl")})
     direct = vlm.generate([ep], max_new_tokens=6)[0]
     assert rows[0].output == direct and rows[0].shots == 4
     assert rows[0].correct == bool(exact_match(direct, ep.query.answers))
     assert rows[0].lm_tokens == vlm.assemble_episodes([ep], with_answer=False).inputs_embeds.shape[1]
     unknown = Episode(demos=ep.demos, query=user_example(ep.query.images[0], ep.query.prompt), task="binding")
-    assert compare_one(vlm, unknown, {"ICL": None})[0].correct is None
+    assert compare_one(vlm, unknown, {"ICL": make_method(vlm, "icl")})[0].correct is None
 
 
 def test_compare_one_reports_methods_that_cannot_run(vlm):
     ep0 = make_episode("binding", 0, seed=0, index=0, split="val")
     ict = make_method(vlm, "vanilla-ict")
-    rows = compare_one(vlm, ep0, {"ICL": None, "VanillaICT": ict})
+    rows = compare_one(vlm, ep0, {"ICL": make_method(vlm, "icl"), "VanillaICT": ict})
     assert rows[0].error == "" and "pick at least one" in rows[1].error
     many = make_episode("binding", 100, seed=0, index=0, split="val", pool_size=100)  # ~1500 tokens > 1024
-    rows = compare_one(vlm, many, {"ICL": None, "hificl": make_method(vlm, "hificl")})
+    rows = compare_one(vlm, many, {"ICL": make_method(vlm, "icl"), "hificl": make_method(vlm, "hificl")})
     assert "context holds" in rows[0].error
     assert rows[1].error == "" and rows[1].shots == 0  # adapters read the query alone: still fine
 

@@ -134,6 +134,23 @@ class VLMBackbone(ABC):
     def hidden_size(self) -> int:
         return int(self.text_config.hidden_size)
 
+    @property
+    def num_layers(self) -> int:
+        """Decoder layers of the LM (counted through the model's own accessor)."""
+        return len(self.decoder_layers())
+
+    @property
+    def num_heads(self) -> int:
+        """Query heads per decoder attention (GQA key/value heads are repeated to this many)."""
+        return int(self.text_config.num_attention_heads)
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head: the attention module's own ``head_dim``, else the config's,
+        else hidden_size / heads."""
+        d = getattr(self.attention(0), "head_dim", None) or getattr(self.text_config, "head_dim", None)
+        return int(d or self.hidden_size // self.num_heads)
+
     # -- assembly -----------------------------------------------------------------------------
     def episode_segments(self, episode: Episode, *, with_answer: bool, loss_on: str = "query",
                          image_tokens: list[torch.Tensor] | None = None) -> list[Segment]:

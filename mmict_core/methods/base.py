@@ -35,7 +35,11 @@ class AdapterLoadError(ValueError):
 
 @dataclass
 class MethodConfig:
-    """Fields shared by every method.  Subclasses add documented fields and validate them."""
+    """Fields shared by every method.  Subclasses add documented fields and validate them, and
+    name in ``rank_field`` the field that sets the adapter's size (what the app's and the
+    widgets' "rank" box sets), or leave it None where there is none."""
+
+    rank_field: ClassVar[str | None] = None
 
     shots: int = field(default=0, metadata={"help": "demonstrations in the input at inference time"})
     train_shots: int = field(default=0, metadata={"help": "demonstrations per training episode (teacher context for distillation methods)"})
@@ -188,6 +192,13 @@ class Method(nn.Module):
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Optimiser groups (torch ``param_groups``): by default weight decay on >= 2-D parameters
+        only.  Methods with per-part learning rates override this."""
+        params = self.trainable_parameters()
+        return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
     def expected_num_parameters(self) -> int | None:
         """The parameter count from the method's formula (None where there is none)."""

@@ -25,6 +25,7 @@ STOCK_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flash_atte
 
 @dataclass
 class HiFICLConfig(MethodConfig):
+    rank_field = "rank"  # ClassVar on the base
     n_virtual: int = field(default=8, metadata={"help": "virtual key/value slots n per layer and head"})
     rank: int = field(default=8, metadata={"help": "rank r of K_learn = K_A K_B and V_learn = V_A V_B (paper: 8 for VQAv2, 16 for OK-VQA)"})
     z2: str = field(default="masked", metadata={"help": "Z2 (the real keys' softmax mass): 'masked' = causal + padding mask "
@@ -49,10 +50,7 @@ class HiFICL(Method):
     def __init__(self, backbone, config: HiFICLConfig | None = None):
         super().__init__(backbone, config)
         cfg = self.config
-        tc = backbone.text_config
-        L = len(backbone.decoder_layers())
-        H = int(tc.num_attention_heads)  # query heads: GQA keys are repeated per query head
-        d = int(getattr(backbone.attention(0), "head_dim", None) or tc.hidden_size // H)
+        L, H, d = backbone.num_layers, backbone.num_heads, backbone.head_dim  # H: query heads (GQA keys repeated)
         n, r = cfg.n_virtual, cfg.rank
         g = torch.Generator().manual_seed(cfg.seed)
         self.K_A = nn.Parameter(torch.randn(L, H, n, r, generator=g))  # (L, H, n, r)  N(0, 1)
@@ -151,7 +149,7 @@ class HiFICL(Method):
         if base not in STOCK_IMPLEMENTATIONS:  # e.g. another method's attention function: it would be bypassed
             raise RuntimeError(f"the LM's attention implementation is {base!r}, not a stock one "
                                f"({', '.join(map(str, STOCK_IMPLEMENTATIONS))}); detach the method that set it first")
-        attns = [self.backbone.attention(i) for i in range(len(self.backbone.decoder_layers()))]
+        attns = [self.backbone.attention(i) for i in range(self.backbone.num_layers)]
         if any(id(a) in _LAYERS for a in attns):  # checked before any change, so a refusal leaves nothing behind
             raise RuntimeError("a decoder layer already carries a HiFICL adapter")
         handles: list[Handle] = [Handle(self._clear_kv)]

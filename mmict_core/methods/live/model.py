@@ -15,7 +15,7 @@ from torch import nn
 from ...data import Episode
 from ..base import Handle, Method
 from ..distill import answer_logit_positions, gather_rows, kl_teacher_student
-from ..mimic.teacher import check_detached, teacher_student_batches
+from ..distill import check_detached, teacher_student_batches
 from ..registry import register_method
 from .config import LIVEConfig
 
@@ -37,7 +37,7 @@ class LIVE(Method):
 
     def __init__(self, backbone, config: LIVEConfig | None = None):
         super().__init__(backbone, config)
-        L, d = len(backbone.decoder_layers()), backbone.hidden_size
+        L, d = backbone.num_layers, backbone.hidden_size
         self.num_layers, self.hidden = L, d
         g = torch.Generator().manual_seed(self.config.seed)
         dev = backbone.device

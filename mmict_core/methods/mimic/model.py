@@ -15,11 +15,10 @@ from torch import nn
 
 from ...data import Episode
 from ..base import Handle, Method, swap_attr
-from ..distill import capture_outputs, gather_rows, query_positions
+from ..distill import capture_outputs, check_detached, gather_rows, query_positions, teacher_student_batches
 from ..registry import register_method
 from . import attention
 from .config import MimICConfig
-from .teacher import check_detached, teacher_student_batches
 
 
 @register_method
@@ -31,9 +30,7 @@ class MimIC(Method):
 
     def __init__(self, backbone, config: MimICConfig | None = None):
         super().__init__(backbone, config)
-        cfg = backbone.text_config
-        L, H = len(backbone.decoder_layers()), int(cfg.num_attention_heads)
-        D = int(getattr(backbone.attention(0), "head_dim", cfg.hidden_size // H))
+        L, H, D = backbone.num_layers, backbone.num_heads, backbone.head_dim
         self.num_layers, self.num_heads, self.head_dim = L, H, D
         g = torch.Generator().manual_seed(self.config.seed)
         dev = backbone.device
