@@ -22,7 +22,7 @@ from .data.example import ImageError, load_image
 from .data.selection import STRATEGIES, select_demos
 from .data.tasks import episode_rng
 from .evaluate.exact_match import exact_match
-from .methods import Method, create_method, get_method, method_names
+from .methods import AttentionCapture, Method, captures_attention, create_method, get_method, method_names
 from .train import TrainConfig, TrainResult, train
 
 GALLERY_TASKS = ("shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format")
@@ -171,6 +171,16 @@ def trainable_methods() -> list[str]:
 def training_free_methods() -> list[str]:
     """Registered methods that need no trainer (plain ICL first): built fresh for every comparison."""
     return [n for n in method_names() if not get_method(n).needs_training]
+
+
+def attention_methods() -> list[str]:
+    """Registered methods that implement the attention-capture protocol (the Attention view's)."""
+    return [n for n in method_names() if issubclass(get_method(n), AttentionCapture)]
+
+
+def attention_adapters(adapters: dict[str, Method]) -> list[str]:
+    """Labels of the adapters the Attention view can show."""
+    return [n for n, m in adapters.items() if captures_attention(m)]
 
 
 def method_label(name: str) -> str:
@@ -469,14 +479,16 @@ class Session:
         self.adapters.pop(name, None)
 
     def attention(self, label: str, *, with_answer: bool = True):
-        """Virtual-KV attention of adapter ``label`` on the current episode (HiFICL adapters)."""
+        """Virtual-KV attention of adapter ``label`` on the current episode (any adapter that
+        implements the attention-capture protocol)."""
         from .inspect.virtual_kv import virtual_kv_attention
 
         if label not in self.adapters:
             raise WorkbenchError(f"no adapter {label!r} in this session; train or load one first")
         m = self.adapters[label]
-        if not hasattr(m, "virtual_kv"):
-            raise WorkbenchError(f"{label} is a {m.name} adapter; attention to virtual key/value slots needs a HiFICL adapter")
+        if not captures_attention(m):
+            raise WorkbenchError(f"{label} is a {m.name} adapter, which has no virtual key/value slots; the attention view "
+                                 f"needs an adapter that captures its attention ({', '.join(attention_methods())})")
         ep = self.episode()
         if not ep.query.answers:
             with_answer = False
@@ -484,6 +496,6 @@ class Session:
 
 
 __all__ = ["Session", "AUTO_STRATEGIES", "GALLERY_TASKS", "BackboneCache", "BackboneInfo", "CompareRow", "TrainOutcome",
-           "TrainRequest", "WorkbenchError", "auto_select", "build_episode", "compare_one", "demo_token_cost",
+           "TrainRequest", "WorkbenchError", "attention_adapters", "attention_methods", "auto_select", "build_episode", "compare_one", "demo_token_cost",
            "image_token_count", "library_name", "lm_tokens", "load_backbone_timed", "make_method", "method_label",
            "rank_field", "task_pool", "train_adapter", "training_free_methods", "trainable_methods", "user_example"]

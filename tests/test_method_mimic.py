@@ -270,3 +270,35 @@ def test_trainer_steps(vlm):
     res = train(m, TrainConfig(task="shapes-vqa", steps=3, batch_size=2, samples=8), progress=False)
     assert res.steps == 3 and all(math.isfinite(x) for x in res.losses)
     assert all(set(p) == {"ce", "align"} for p in res.parts)
+
+
+def test_attention_capture_protocol_gives_the_shift_gate(vlm):
+    """capture() records (1 - mu, mu) per layer; at layer 0 (same input with or without the adapter)
+    the o_proj input moves by exactly mu * v per head — an independent read of mu."""
+    from mmict_core.inspect.virtual_kv import virtual_kv_attention
+    from mmict_core.methods import captures_attention
+
+    m = loud(MimIC(vlm))
+    assert captures_attention(m)
+    ep = episodes(0, 1)[0]
+    batch = m.batch([ep], with_answer=True)
+    o_proj = vlm.attention(0).o_proj
+    seen = []
+    hook = o_proj.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    try:
+        with torch.no_grad():
+            vlm.forward(batch)
+            with m.attached(), m.capture() as cap:
+                vlm.forward(batch)
+    finally:
+        hook.remove()
+    alpha, w = cap[0]  # (1, H, T), (1, H, T, 1)
+    assert len(cap) == vlm.num_layers and w.shape[-1] == 1
+    assert torch.allclose(alpha + w.sum(-1), torch.ones_like(alpha))
+    B, T, _ = seen[0].shape
+    delta = (seen[1] - seen[0]).view(B, T, vlm.num_heads, vlm.head_dim)  # (B, T, H, D)
+    expect = w[..., 0].transpose(1, 2)[..., None] * m.shift[0][None, None]  # mu (B, T, H, 1) * v (H, D)
+    assert torch.allclose(delta, expect, atol=1e-5)
+    res = virtual_kv_attention(m, ep)  # the Attention view reads it like HiFICL's
+    assert res.shape == (vlm.num_layers, vlm.num_heads, batch.inputs_embeds.shape[1], 1)
+    assert m._capture is None

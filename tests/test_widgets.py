@@ -222,7 +222,7 @@ def test_comparison_reports_what_cannot_run(session, tmp_path):
 
 def test_attention_explorer_shows_the_captured_split(hificl_session, vlm):
     s = hificl_session
-    s.adapters["live"] = make_method(vlm, "live")  # not HiFICL: never offered
+    s.adapters["live"] = make_method(vlm, "live")  # captures no attention: never offered
     a = AttentionExplorer(s)
     name = next(iter(s.adapters))
     assert list(a.adapter.options) == [name]
@@ -269,4 +269,4 @@ def test_attention_explorer_shows_the_captured_split(hificl_session, vlm):
 def test_attention_explorer_without_an_adapter(session):
     a = AttentionExplorer(session)
     a.show_button.click()
-    assert "no HiFICL adapter" in a.error and a.attention is None
+    assert "no adapter with virtual key/value slots" in a.error and a.attention is None

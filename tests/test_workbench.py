@@ -155,7 +155,7 @@ def test_session_train_stores_a_loadable_adapter(session, vlm):
     # a second run of the same request gets a fresh name, the first is kept
     session.train(TrainRequest(method="lora", steps=1, samples=4, batch_size=2))
     assert "lora-binding-1s" in session.adapters and name in session.adapters
-    with pytest.raises(WorkbenchError, match="needs a HiFICL adapter"):
+    with pytest.raises(WorkbenchError, match="needs an adapter that captures its attention"):
         session.attention("lora-binding-1s")
 
 

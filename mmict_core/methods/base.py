@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, ContextManager, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -248,6 +248,25 @@ class Method(nn.Module):
             raise AdapterLoadError(f"{path}: parameter names or shapes do not match this method/backbone: {bad[:5]}")
         method.load_state_dict(tensors)
         return method
+
+
+@runtime_checkable
+class AttentionCapture(Protocol):
+    """The attention-capture protocol (what the app's Attention tab and the widgets' explorer read).
+
+    A method whose attention mixes ``n`` extra ("virtual") key/value slots into the real keys —
+    HiFICL's learned K/V pairs, MimIC's gated shift (one slot), any new attention method —
+    implements ``capture()``: a context manager yielding a dict that every attached forward fills
+    with ``layer -> (alpha (B, H, T), w (B, H, T, n))``: alpha the share of the real keys, w the
+    share of each virtual slot (alpha + w.sum(-1) = 1), computed by the method's own attention
+    function (not a second implementation)."""
+
+    def capture(self) -> ContextManager[dict[int, tuple[torch.Tensor, torch.Tensor]]]: ...
+
+
+def captures_attention(method: Any) -> bool:
+    """True when ``method`` implements :class:`AttentionCapture`."""
+    return isinstance(method, AttentionCapture)
 
 
 def read_adapter(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
