@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from app.handlers import Studio  # noqa: E402
+from mmict_core.workbench import method_label, training_free_methods  # noqa: E402
 from tests.test_data import _huge_png, _png_bytes  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def test_sessions_are_isolated(studio):
     status = list(studio.train("hificl", "binding", 8, 2, 5e-3, 4, 0, request=a, progress=lambda *x, **k: None))
     assert "finished" in status[-1][0]
     assert studio.method_choices(a).choices[-1][0] == "hificl-binding-2s"
-    assert [c[0] for c in studio.method_choices(b).choices] == ["ICL"]
+    assert [c[0] for c in studio.method_choices(b).choices] == [method_label(n) for n in training_free_methods()]
     assert studio.library_list("", b)[0] == [] and studio.library_list("", a)[0][0][0] == "hificl-binding-2s"
 
 

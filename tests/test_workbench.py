@@ -6,7 +6,7 @@ import torch
 
 from mmict_core.data import Episode, make_episode
 from mmict_core.evaluate.exact_match import exact_match
-from mmict_core.workbench import (Session, TrainRequest, WorkbenchError, compare_one, demo_token_cost, lm_tokens,
+from mmict_core.workbench import (method_label, training_free_methods, Session, TrainRequest, WorkbenchError, compare_one, demo_token_cost, lm_tokens,
                                   make_method, task_pool, train_adapter, user_example)
 from tests.test_data import _huge_png, _png_bytes
 
@@ -149,7 +149,9 @@ def test_session_train_stores_a_loadable_adapter(session, vlm):
         b = vlm.forward(loaded.batch([ep], with_answer=False))
     assert torch.equal(a, b)
     rows = session.compare()
-    assert [r.method for r in rows] == ["ICL", name] and rows[1].lm_tokens == lm_tokens(vlm, out.method, ep)
+    free = [method_label(n) for n in training_free_methods()]  # ICL and the other training-free methods
+    assert free[0] == "ICL" and [r.method for r in rows] == [*free, name]
+    assert rows[-1].lm_tokens == lm_tokens(vlm, out.method, ep)
     att = session.attention(name)
     assert att.virtual_mass.shape[0] == len(vlm.decoder_layers())
     # a second run of the same request gets a fresh name, the first is kept
