@@ -103,6 +103,16 @@ class VLMBackbone(ABC):
     def mlp(self, layer: int) -> nn.Module:
         return self.decoder_layers()[layer].mlp
 
+    def out_proj(self, layer: int) -> nn.Module:
+        """The attention's output projection of ``layer``: its input is the heads' outputs side by
+        side, (B, T, H·d_h).  ValueError where the attention module has none."""
+        attn = self.attention(layer)
+        for name in ("o_proj", "out_proj", "dense"):
+            mod = getattr(attn, name, None)
+            if isinstance(mod, nn.Module):
+                return mod
+        raise ValueError(f"{type(attn).__name__} has no output projection (o_proj/out_proj): per-head methods cannot run")
+
     def fingerprint(self) -> str:
         """Identity of the backbone for adapters: LM architecture + vocabulary + input-embedding
         weights (never quantised), so fp32 / 8-bit / 4-bit loads of one checkpoint agree."""

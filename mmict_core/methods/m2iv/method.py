@@ -95,7 +95,7 @@ def generation_mask(batch: AssembledBatch) -> torch.Tensor:
     return mask
 
 
-def _out_proj(attn: nn.Module) -> nn.Linear:
+def _out_proj(attn: nn.Module) -> nn.Linear:  # kept for old imports; the backbone's out_proj(layer) is the accessor
     for name in ("o_proj", "out_proj", "dense"):
         mod = getattr(attn, name, None)
         if isinstance(mod, nn.Module):
