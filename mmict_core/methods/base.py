@@ -121,6 +121,7 @@ class Method(nn.Module):
     needs_teacher: ClassVar[bool] = False  # training runs a k-shot teacher forward
     uses_demos: ClassVar[bool] = False  # inference input contains demonstrations
     summary: ClassVar[str] = ""
+    tiny_config: ClassVar[dict] = {}  # config overrides for the fast contract / backbone-matrix tests
 
     def __init__(self, backbone: VLMBackbone, config: MethodConfig | None = None):
         super().__init__()

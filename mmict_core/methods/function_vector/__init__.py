@@ -54,6 +54,7 @@ def shuffled_answers(ep: Episode) -> Episode:
 class FunctionVector(Method):
     name = "function-vector"
     config_class = FunctionVectorConfig
+    tiny_config = {"shots": 3, "contexts": 1, "heads": 2}
     needs_training = False
     uses_demos = True
     summary = "function vector (Todd et al. 2024): top heads by causal indirect effect, their mean outputs summed and added at one layer"

@@ -46,6 +46,7 @@ class HiFICLConfig(MethodConfig):
 class HiFICL(Method):
     name = "hificl"
     config_class = HiFICLConfig
+    tiny_config = {"n_virtual": 2, "rank": 2}
     summary = "low-rank virtual K/V pairs per layer and head, mixed into attention by the exact softmax split (teacher-free)"
 
     def __init__(self, backbone, config: HiFICLConfig | None = None):

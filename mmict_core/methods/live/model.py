@@ -32,6 +32,7 @@ def norm_preserving_shift(h: torch.Tensor, alpha: torch.Tensor, v: torch.Tensor)
 class LIVE(Method):
     name = "live"
     config_class = LIVEConfig
+    tiny_config = {"train_shots": 1}
     needs_teacher = True
     summary = "LIVE: one learnable in-context vector per layer on the MLP output (norm-preserving), distilled from k-shot ICL"
 

@@ -108,6 +108,7 @@ def _out_proj(attn: nn.Module) -> nn.Linear:  # kept for old imports; the backbo
 class M2IV(Method):
     name = "m2iv"
     config_class = M2IVConfig
+    tiny_config = {"train_shots": 2}
     needs_teacher = True
     summary = ("M2IV-style (unverified): learnable vectors with learnable strengths added to every layer's "
                "MHA and MLP outputs, distilled from a many-shot ICL teacher")

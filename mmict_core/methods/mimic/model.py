@@ -27,6 +27,7 @@ from .config import MimICConfig
 class MimIC(Method):
     name = "mimic"
     config_class = MimICConfig
+    tiny_config = {"train_shots": 1}
     needs_teacher = True
     summary = "MimIC: query-gated shift vector per attention head, trained to mimic the k-shot teacher layer by layer"
 

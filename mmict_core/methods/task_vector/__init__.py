@@ -41,6 +41,7 @@ class TaskVectorConfig(MethodConfig):
 class TaskVector(Method):
     name = "task-vector"
     config_class = TaskVectorConfig
+    tiny_config = {"shots": 3, "layer": 1}
     needs_training = False
     uses_demos = True
     summary = "task vector (Hendel et al. 2023): mean layer-L state at a dummy query's last token, patched into the zero-shot query"
