@@ -82,6 +82,9 @@ def check_gradients(m, bb, eps) -> None:
         assert any(p.grad.abs().sum() > 0 for _, p in params)
         m.zero_grad(set_to_none=True)
     assert all(p.grad is None for p in bb.model.parameters())
+    # no 4-bit weight was repacked for bitsandbytes' CPU inference kernel, which has no backward
+    assert not any(getattr(getattr(mod.weight, "quant_state", None), "packing_format_for_cpu", False)
+                   for mod in bb.model.modules() if hasattr(mod, "support_avx512bf16_for_cpu"))
     m.eval()
 
 
