@@ -15,7 +15,8 @@ written into one position of the residual stream or of an attention head ("patch
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -116,4 +117,77 @@ def add_at(hidden: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, values: 
     return out
 
 
-__all__ = ["PrefillPatch", "add_at", "dummy_query_contexts", "module_output", "prompt_end", "replace_at", "with_output"]
+class HeadPatch:
+    """Per-head access at every layer's output projection (its input holds the heads side by side,
+    (R, T, H·d_h); found through ``backbone.out_proj(l)``).
+
+    ``record``: a dict with ``'pos'`` (R,); each forward stores ``record[l] = x[r, pos[r]]`` as
+    (R, H, d_h) fp32.  ``set(seq_len, row, pos, layer, head, values)``: on forwards of length
+    ``seq_len`` only (the prefill), write ``values[e]`` (d_h) into head ``head[e]`` of row ``row[e]`` at
+    ``pos[e]`` of layer ``layer[e]``."""
+
+    def __init__(self, backbone, record: dict | None = None):
+        self.backbone, self.record = backbone, record
+        self.pending: tuple | None = None
+
+    def set(self, seq_len: int, row: torch.Tensor, pos: torch.Tensor, layer: torch.Tensor, head: torch.Tensor,
+            values: torch.Tensor) -> None:
+        self.pending = (seq_len, row, pos, layer, head, values)
+
+    def clear(self) -> None:
+        self.pending = None
+
+    def _hook(self, l: int, x: torch.Tensor) -> torch.Tensor | None:
+        H, d = self.backbone.num_heads, self.backbone.head_dim
+        if self.record is not None:
+            rows = torch.arange(x.shape[0], device=x.device)
+            self.record[l] = x[rows, self.record["pos"].to(x.device)].detach().float().view(-1, H, d)
+        if self.pending is None or (self.pending[0] is not None and x.shape[1] != self.pending[0]):
+            return None
+        _, row, pos, layer, head, values = self.pending
+        sel = (layer == l).nonzero().flatten()
+        if not len(sel):
+            return None
+        x = x.clone()
+        view = x.view(*x.shape[:2], H, d)  # (R, T, H, d) sharing x's storage
+        view[row[sel].to(x.device), pos[sel].to(x.device), head[sel].to(x.device)] = values[sel].to(x.device, x.dtype)
+        return x
+
+    def install(self) -> list[Handle]:
+        handles = []
+        for l in range(self.backbone.num_layers):
+            h = self.backbone.out_proj(l).register_forward_pre_hook(lambda mod, args, l=l: (
+                None if (new := self._hook(l, args[0])) is None else (new, *args[1:])))
+            handles.append(Handle(h.remove))
+        return handles + [Handle(self.clear)]
+
+
+@contextlib.contextmanager
+def head_slots(backbone, record: dict | None = None, writes: tuple | None = None) -> Iterator[HeadPatch]:
+    """A :class:`HeadPatch` installed for the block; ``writes = (row, pos, layer, head, values)``
+    applies to every forward of the block (any length)."""
+    patch = HeadPatch(backbone, record)
+    handles = patch.install()
+    try:
+        if writes is not None:
+            patch.pending = (None, *writes)  # None: every forward length
+        yield patch
+    finally:
+        for h in reversed(handles):
+            h.remove()
+
+
+def head_contribution(backbone, layer: int, z: torch.Tensor) -> torch.Tensor:
+    """Each head's share of the residual stream, W_O[:, j] z_j: out_proj of the input with only
+    head j's slot filled, minus out_proj(0) (its bias) — valid for quantised layers whose weight
+    cannot be sliced.  z (..., H, d_h) -> (..., H, d) fp32"""
+    H, d = backbone.num_heads, backbone.head_dim
+    o = backbone.out_proj(layer)
+    eye = torch.eye(H, device=z.device, dtype=z.dtype)  # (H, H)
+    x = (eye[:, :, None] * z.unsqueeze(-3)).reshape(*z.shape[:-2], H, H * d)  # (..., H, H·d): row j = slot j only
+    dt = backbone.language_model.get_input_embeddings().weight.dtype  # the LM's compute dtype (never quantised)
+    x = x.to(backbone.device, dt)
+    return (o(x) - o(torch.zeros_like(x[..., :1, :]))).float()
+
+
+__all__ = ["HeadPatch", "PrefillPatch", "head_contribution", "head_slots", "add_at", "dummy_query_contexts", "module_output", "prompt_end", "replace_at", "with_output"]

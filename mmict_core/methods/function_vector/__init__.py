@@ -14,16 +14,15 @@ dummy-query prompts, :func:`..vectors.dummy_query_contexts`).  Doc: docs/methods
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
 from ...data import Episode, Example
 from ..base import Handle, Method, MethodConfig, check_range
 from ..registry import register_method
-from ..vectors import PrefillPatch, add_at, dummy_query_contexts, prompt_end
+from ..vectors import PrefillPatch, add_at, dummy_query_contexts, head_contribution, head_slots, prompt_end
 
 MAX_ROWS = 256  # rows per patched forward while measuring the indirect effects
 
@@ -73,47 +72,9 @@ class FunctionVector(Method):
     def _attach(self) -> list[Handle]:
         return self._patch.install()
 
-    # -- per-head access through the output projections ------------------------------------------
-    @contextlib.contextmanager
-    def _heads(self, record: dict | None = None, patch: tuple | None = None) -> Iterator[None]:
-        """Pre-hooks on every layer's out_proj (input: the heads side by side, (R, T, H·d_h)).
-        ``record[l] = x[rows, pos]`` (R, H, d_h) at ``record['pos']``; ``patch = (pos (R,), layer (R,),
-        head (R,), values (R, d_h))`` writes values into row r's head slot at its position."""
-        bb, H, d = self.backbone, self.backbone.num_heads, self.backbone.head_dim
-        handles = []
-        for l in range(bb.num_layers):
-            def hook(mod, args, l=l):
-                x = args[0]  # (R, T, H·d)
-                rows = torch.arange(x.shape[0], device=x.device)
-                if record is not None:
-                    record[l] = x[rows, record["pos"]].detach().float().view(-1, H, d)
-                if patch is not None:
-                    pos, lay, head, vals = patch
-                    sel = (lay == l).nonzero().flatten()
-                    if len(sel):
-                        x = x.clone()
-                        for r in sel.tolist():
-                            h = int(head[r])
-                            x[r, int(pos[r]), h * d:(h + 1) * d] = vals[r].to(x.dtype)
-                        return (x, *args[1:])
-                return None
-            handles.append(bb.out_proj(l).register_forward_pre_hook(hook))
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
     def head_contribution(self, layer: int, z: torch.Tensor) -> torch.Tensor:
-        """Each head's share of the residual stream, W_O[:, j] z_j: out_proj of the input with only
-        head j's slot filled, minus out_proj(0) (its bias).  z (..., H, d_h) -> (..., H, d)"""
-        H, d = self.backbone.num_heads, self.backbone.head_dim
-        o = self.backbone.out_proj(layer)
-        eye = torch.eye(H, device=z.device, dtype=z.dtype)  # (H, H)
-        x = (eye[:, :, None] * z.unsqueeze(-3)).reshape(*z.shape[:-2], H, H * d)  # (..., H, H·d): row j = slot j only
-        dt = self.backbone.language_model.get_input_embeddings().weight.dtype  # the LM's compute dtype (never quantised)
-        x = x.to(self.backbone.device, dt)
-        return (o(x) - o(torch.zeros_like(x[..., :1, :]))).float()
+        """Each head's share of the residual stream, W_O[:, j] z_j.  z (..., H, d_h) -> (..., H, d)"""
+        return head_contribution(self.backbone, layer, z)
 
     # -- extraction --------------------------------------------------------------------------------
     def _answer_logprob(self, logits: torch.Tensor, batch) -> torch.Tensor:
@@ -139,7 +100,7 @@ class FunctionVector(Method):
         # 1. mean head outputs over the clean prompts, at the prompt end
         cb = bb.assemble_episodes(clean, with_answer=True)
         rec = {"pos": prompt_end(cb)}
-        with self._heads(record=rec):
+        with head_slots(bb, record=rec):
             bb.forward(cb)
         z = torch.stack([rec[l] for l in range(L)], 1)  # (N, L, H, d)
         z_mean = torch.stack([part.mean(0) for part in z.split(sizes)])  # (B, L, H, d)
@@ -160,7 +121,7 @@ class FunctionVector(Method):
             vals = z_mean[owner[prompt], lay, head]  # (R, d)
             batch = type(bad)(rep(bad.inputs_embeds), rep(bad.attention_mask), rep(bad.labels), rep(bad.token_ids),
                               [bad.spans[i % N] for i in range(R)])
-            with self._heads(patch=(prompt_end(batch), lay, head, vals)):
+            with head_slots(bb, writes=(torch.arange(R), prompt_end(batch), lay, head, vals)):
                 p = self._answer_logprob(bb.forward(batch), batch).exp()  # (R,)
             effect[:, s:s + len(chunk)] = (p - base.repeat(len(chunk))).view(len(chunk), N).T
         aie = torch.stack([part.mean(0) for part in effect.split(sizes)]).view(-1, L, H)  # (B, L, H)
