@@ -190,4 +190,41 @@ def head_contribution(backbone, layer: int, z: torch.Tensor) -> torch.Tensor:
     return (o(x) - o(torch.zeros_like(x[..., :1, :]))).float()
 
 
-__all__ = ["HeadPatch", "PrefillPatch", "head_contribution", "head_slots", "add_at", "dummy_query_contexts", "module_output", "prompt_end", "replace_at", "with_output"]
+def answer_prob(logits: torch.Tensor, batch: AssembledBatch) -> torch.Tensor:
+    """P(first answer token) at each row's prompt end (the batch carries the answer).  (R,)"""
+    pos = prompt_end(batch)
+    rows = torch.arange(logits.shape[0])
+    target = batch.labels[rows, pos.cpu() + 1]
+    return logits[rows, pos].float().softmax(-1)[rows, target]
+
+
+def _repeat(batch: AssembledBatch, n: int) -> AssembledBatch:
+    """``batch`` stacked ``n`` times (copy-major: rows r, r + R, ...)."""
+    rep = lambda t: t.repeat(n, *[1] * (t.dim() - 1))  # noqa: E731
+    return AssembledBatch(rep(batch.inputs_embeds), rep(batch.attention_mask), rep(batch.labels), rep(batch.token_ids),
+                          [batch.spans[i % len(batch.spans)] for i in range(n * len(batch.spans))])
+
+
+@torch.no_grad()
+def head_effects(backbone, batch: AssembledBatch, values: torch.Tensor, max_rows: int = 256) -> torch.Tensor:
+    """Causal effect of every head: P(y | row n, head (l, j) at the prompt end := values[n, l, j])
+    − P(y | row n), y the row's first answer token.  batch: N rows with answers; values
+    (N, L, H, d_h) -> (N, L, H).  Batched: one row per (head, prompt), ``max_rows`` per forward."""
+    N, L, H = values.shape[:3]
+    base = answer_prob(backbone.forward(batch), batch)  # (N,)
+    heads = [(l, j) for l in range(L) for j in range(H)]
+    effect = torch.zeros(N, L * H)
+    per = max(1, max_rows // N)
+    for s in range(0, len(heads), per):
+        chunk = heads[s:s + per]
+        big = _repeat(batch, len(chunk))  # (len(chunk)·N rows)
+        lay = torch.tensor([l for l, _ in chunk]).repeat_interleave(N)
+        head = torch.tensor([j for _, j in chunk]).repeat_interleave(N)
+        prompt = torch.arange(N).repeat(len(chunk))
+        with head_slots(backbone, writes=(torch.arange(len(prompt)), prompt_end(big), lay, head, values[prompt, lay, head])):
+            p = answer_prob(backbone.forward(big), big)  # (R,)
+        effect[:, s:s + len(chunk)] = (p - base.repeat(len(chunk))).view(len(chunk), N).T.cpu()
+    return effect.view(N, L, H)
+
+
+__all__ = ["HeadPatch", "answer_prob", "head_effects", "PrefillPatch", "head_contribution", "head_slots", "add_at", "dummy_query_contexts", "module_output", "prompt_end", "replace_at", "with_output"]

@@ -22,7 +22,7 @@ import torch
 from ...data import Episode, Example
 from ..base import Handle, Method, MethodConfig, check_range
 from ..registry import register_method
-from ..vectors import PrefillPatch, add_at, dummy_query_contexts, head_contribution, head_slots, prompt_end
+from ..vectors import PrefillPatch, add_at, dummy_query_contexts, head_contribution, head_effects, head_slots, prompt_end
 
 MAX_ROWS = 256  # rows per patched forward while measuring the indirect effects
 
@@ -77,13 +77,6 @@ class FunctionVector(Method):
         return head_contribution(self.backbone, layer, z)
 
     # -- extraction --------------------------------------------------------------------------------
-    def _answer_logprob(self, logits: torch.Tensor, batch) -> torch.Tensor:
-        """log P(first answer token) at each row's prompt end.  (R,)"""
-        pos = prompt_end(batch)
-        rows = torch.arange(logits.shape[0])
-        target = batch.labels[rows, pos + 1]
-        return logits[rows, pos].float().log_softmax(-1)[rows, target]
-
     @torch.no_grad()
     def extract(self, episodes: Sequence[Episode]) -> dict:
         """Per episode: mean head outputs z̄ (B, L, H, d_h), average indirect effects (B, L, H), the
@@ -107,24 +100,8 @@ class FunctionVector(Method):
 
         # 2. indirect effect of each head on the corrupted prompts
         bad = bb.assemble_episodes([shuffled_answers(c) for c in clean], with_answer=True)
-        base = self._answer_logprob(bb.forward(bad), bad).exp()  # (N,)
-        N, heads = len(clean), [(l, j) for l in range(L) for j in range(H)]
-        effect = torch.zeros(N, L * H)
-        per = max(1, MAX_ROWS // N)
-        for s in range(0, len(heads), per):
-            chunk = heads[s:s + per]
-            R = len(chunk) * N
-            rep = lambda t: t.repeat(len(chunk), *[1] * (t.dim() - 1))  # noqa: E731  (R, ...) chunk-major
-            lay = torch.tensor([l for l, _ in chunk]).repeat_interleave(N)
-            head = torch.tensor([j for _, j in chunk]).repeat_interleave(N)
-            prompt = torch.arange(N).repeat(len(chunk))
-            vals = z_mean[owner[prompt], lay, head]  # (R, d)
-            batch = type(bad)(rep(bad.inputs_embeds), rep(bad.attention_mask), rep(bad.labels), rep(bad.token_ids),
-                              [bad.spans[i % N] for i in range(R)])
-            with head_slots(bb, writes=(torch.arange(R), prompt_end(batch), lay, head, vals)):
-                p = self._answer_logprob(bb.forward(batch), batch).exp()  # (R,)
-            effect[:, s:s + len(chunk)] = (p - base.repeat(len(chunk))).view(len(chunk), N).T
-        aie = torch.stack([part.mean(0) for part in effect.split(sizes)]).view(-1, L, H)  # (B, L, H)
+        effect = head_effects(bb, bad, z_mean[owner], MAX_ROWS)  # (N, L, H)
+        aie = torch.stack([part.mean(0) for part in effect.split(sizes)])  # (B, L, H)
 
         # 3. the function vector: the top heads' mean outputs in the residual stream, summed
         top = aie.view(len(episodes), -1).topk(self.config.heads, dim=-1).indices  # (B, heads)
