@@ -1,4 +1,4 @@
-"""Shared pieces of the activation-vector methods (task vectors, function vectors, MTV, I2CL, ...).
+"""Shared pieces of the activation-vector methods (the training-free vector family and its relatives).
 
 These methods read the k-shot context once ("extraction": a forward of the bare backbone over
 in-context prompts ending in a dummy query), and then run the query at zero shots with a vector
