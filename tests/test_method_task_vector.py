@@ -33,7 +33,7 @@ def test_extracted_vector_is_the_mean_dummy_query_state(vlm, contexts):
             ctx = Episode(demos=[d for i, d in enumerate(ep.demos) if i != j], query=ep.demos[j])
             states.append(hidden_after(vlm, ctx, 1))
         assert torch.allclose(theta[b], torch.stack(states).mean(0), atol=1e-4)
-    assert m.layer == 1 and create_method("task-vector", vlm).layer == vlm.num_layers // 2
+    assert m.layer == 1 and create_method("task-vector", vlm).layer == vlm.num_layers // 3
 
 
 def test_patch_at_the_last_layer_gives_lm_head_of_the_vector(vlm):

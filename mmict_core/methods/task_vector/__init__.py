@@ -28,7 +28,8 @@ from ..vectors import PrefillPatch, dummy_query_contexts, prompt_end, replace_at
 class TaskVectorConfig(MethodConfig):
     shots: int = field(default=5, metadata={"help": "demonstrations read per query: k - 1 in context + 1 dummy query"})
     layer: int = field(default=-1, metadata={"help": "decoder layer whose output is read and patched (0-based); "
-                                                     "-1 = the middle layer, num_layers // 2 (the paper picks it on a dev set)"})
+                                                     "-1 = num_layers // 3, an early-middle layer (the paper picks it on a dev set; "
+                                                     "layer 1 of the teaching VLM's 4 is best)"})
     contexts: int = field(default=1, metadata={"help": "dummy-query contexts averaged into θ (leave-one-out over the "
                                                        "last demos; 1 = the paper's single S, x')"})
 
@@ -49,7 +50,7 @@ class TaskVector(Method):
     def __init__(self, backbone, config: TaskVectorConfig | None = None):
         super().__init__(backbone, config)
         L = backbone.num_layers
-        self.layer = L // 2 if self.config.layer == -1 else self.config.layer
+        self.layer = L // 3 if self.config.layer == -1 else self.config.layer
         if not 0 <= self.layer < L:
             raise ValueError(f"TaskVectorConfig.layer must be in [0, {L - 1}] (or -1) for this backbone, got {self.config.layer}")
         self._patch = PrefillPatch(backbone.decoder_layers()[self.layer], replace_at)
