@@ -20,7 +20,7 @@ import numpy as np
 
 from mmict_core import viz
 from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS, Session, TrainRequest, WorkbenchError,
-                                  rank_field, trainable_methods)
+                                  attention_adapters, attention_methods, rank_field, trainable_methods)
 
 log = logging.getLogger("mmict.app")
 THUMB = 96  # px of gallery thumbnails (nearest-neighbour upscale of the 32 px images)
@@ -217,7 +217,7 @@ class Studio:
     # -- compare ------------------------------------------------------------------------------
     def method_choices(self, request: gr.Request = None):
         s = self.session(request)
-        names = ["ICL", *s.adapters]
+        names = s.method_labels()
         return gr.Dropdown(choices=names, value=names, multiselect=True)
 
     @friendly
@@ -299,14 +299,15 @@ class Studio:
     # -- attention ----------------------------------------------------------------------------
     def attention_choices(self, request: gr.Request = None):
         s = self.session(request)
-        names = [n for n, m in s.adapters.items() if hasattr(m, "virtual_kv")]
+        names = attention_adapters(s.adapters)
         return gr.Dropdown(choices=names, value=names[-1] if names else None)
 
     @friendly
     def attention(self, label: str, layer: float, request: gr.Request = None):
         s = self.session(request)
         if not label:
-            raise WorkbenchError("no HiFICL adapter chosen: train one in the Train tab (or load one from VLibrary)")
+            raise WorkbenchError(f"no adapter with virtual key/value slots chosen ({', '.join(attention_methods())}): "
+                                 f"train one in the Train tab (or load one from VLibrary)")
         a = s.attention(label)
         L = a.virtual_mass.shape[0]
         lay = None if layer is None or int(layer) < 0 else min(int(layer), L - 1)

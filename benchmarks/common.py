@@ -1,14 +1,13 @@
 """Shared pieces of the benchmark sections: backbones, episodes, one timed query."""
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, ContextManager
 
 import torch
 
 from mmict_core.backbones import TeachingVLM
 from mmict_core.data import Episode, get_task, make_episode
-from mmict_core.methods import Method, get_method
+from mmict_core.methods import Method, create_method
 
 
 def task_of(settings):
@@ -38,8 +37,7 @@ def lm_parameters(backbone) -> int:
 
 def fresh_method(backbone, name: str, **overrides) -> Method:
     """A freshly initialised adapter (inference costs do not depend on training)."""
-    cls = get_method(name)
-    return cls(backbone, cls.config_class(**overrides))
+    return create_method(name, backbone, **overrides)
 
 
 def generate_fixed(backbone, batch, new_tokens: int) -> torch.Tensor:
@@ -50,14 +48,12 @@ def generate_fixed(backbone, batch, new_tokens: int) -> torch.Tensor:
         pad_token_id=backbone.pad_token_id)
 
 
-def assemble(backbone, method: Method | None, episodes: list[Episode]):
-    """The left-padded generation input ``method`` (plain ICL when None) builds for ``episodes``."""
-    if method is None:
-        return backbone.assemble_episodes(episodes, with_answer=False, padding_side="left")
+def assemble(backbone, method: Method, episodes: list[Episode]):
+    """The left-padded generation input ``method`` (plain ICL: the registered ``icl``) builds for ``episodes``."""
     return method.batch(episodes, with_answer=False, padding_side="left")
 
 
-def query_fn(backbone, method: Method | None, episodes: list[Episode], new_tokens: int) -> Callable[[int], None]:
+def query_fn(backbone, method: Method, episodes: list[Episode], new_tokens: int) -> Callable[[int], None]:
     """fn(round): assemble episode ``round % len(episodes)`` (image encoding included) and decode
     ``new_tokens`` tokens — one query, as a user of the method runs it."""
 
@@ -68,10 +64,8 @@ def query_fn(backbone, method: Method | None, episodes: list[Episode], new_token
     return run
 
 
-def context_of(method: Method | None, merged: bool = False) -> Callable[[], ContextManager]:
-    """The context a configuration runs in: nothing (plain model), attached, or LoRA merged."""
-    if method is None:
-        return contextlib.nullcontext
+def context_of(method: Method, merged: bool = False) -> Callable[[], ContextManager]:
+    """The context a configuration runs in: attached (plain ICL attaches nothing) or LoRA merged."""
     if merged:
         return method.merged
     return method.attached

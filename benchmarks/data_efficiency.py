@@ -55,7 +55,7 @@ def context_tokens(backbone, settings, k: int) -> int:
 def run_job(job: dict, settings_dict: dict) -> dict:
     """One unit of work (runs in a worker process or in-process)."""
     from mmict_core.evaluate.icl import evaluate_generation
-    from mmict_core.methods import get_method
+    from mmict_core.methods import create_method
     from mmict_core.train import TrainConfig, train
 
     from .common import task_options
@@ -77,8 +77,7 @@ def run_job(job: dict, settings_dict: dict) -> dict:
                 row["accuracy"] = None
             out.append(row)
         return {"job": job, "rows": out, "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
-    cls = get_method(job["method"])
-    m = cls(bb, cls.config_class(**job["overrides"]))
+    m = create_method(job["method"], bb, **job["overrides"])
     cfg = TrainConfig(task=s.task, fixed_binding=bool(opts), samples=job["samples"], steps=job["steps"],
                       batch_size=job["batch"], seed=s.seed)
     res = train(m, cfg, progress=False)

@@ -10,6 +10,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from mmict_core.methods import create_method
 from mmict_core.methods.hificl import HiFICL, HiFICLConfig
 from mmict_core.methods.hificl.attention import ATTN_NAME
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -102,6 +103,7 @@ def _profile(fn, iters: int, top: int = 8) -> dict:
 
 def run(backbone, settings) -> dict:
     m = _adapter(backbone)
+    icl = create_method("icl", backbone)  # the plain model's query: ICL at 0 demos
     eps = [episode(settings, 0, index=i, split="train") for i in range(settings.hot_batch)]
     train_batch = m.batch(eps, with_answer=True)  # right-padded, with answers: the training shape
     query_eps = [episode(settings, 0, index=i) for i in range(settings.latency_episodes)]
@@ -142,7 +144,7 @@ def run(backbone, settings) -> dict:
             with torch.no_grad():
                 if path is None:
                     t0 = time.perf_counter()
-                    generate_fixed(backbone, assemble(backbone, None, [ep]), settings.new_tokens)
+                    generate_fixed(backbone, assemble(backbone, icl, [ep]), settings.new_tokens)
                     return time.perf_counter() - t0
                 set_path(path)
                 with m.attached():

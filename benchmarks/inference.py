@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from mmict_core.methods import Method
+from mmict_core.methods import Method, get_method, method_names
 from mmict_core.workbench import lm_tokens
 
 from .common import assemble, context_of, episode, fresh_method, generate_fixed, lm_parameters
@@ -21,16 +21,26 @@ REFERENCE = "0-shot"
 class Config:
     label: str
     kind: str  # 'plain', 'icl', 'adapter', 'adapter (demos)', 'reference'
-    method: Method | None
+    method: Method
     shots: int
     merged: bool = False
 
 
-def configurations(backbone, settings, *, icl_shots=None, adapters: tuple = ("hificl", "hificl-split", "mimic", "live", "m2iv",
-                                                                             "lora", "lora-merged", "mmict")) -> list[Config]:
+DISPLAY = {"mimic": "MimIC", "live": "LIVE", "m2iv": "M2IV"}
+VARIANTS = {"hificl": ("hificl", "hificl-split"), "lora": ("lora", "lora-merged")}  # extra rows of one method
+
+
+def default_adapters() -> tuple:
+    """Every registered method but plain ICL (its rows are the reference and the k-shot rows), with
+    HiFICL's split path and merged LoRA beside them: a new method needs no edit here."""
+    return tuple(v for n in method_names() if n != "icl" for v in VARIANTS.get(n, (n,)))
+
+
+def configurations(backbone, settings, *, icl_shots=None, adapters: tuple | None = None) -> list[Config]:
     icl_shots = settings.icl_shots if icl_shots is None else icl_shots
-    out = [Config(REFERENCE, "reference", None, 0)]
-    out += [Config(f"ICL {k}-shot", "icl", None, k) for k in icl_shots]
+    adapters = default_adapters() if adapters is None else adapters
+    out = [Config(REFERENCE, "reference", fresh_method(backbone, "icl"), 0)]
+    out += [Config(f"ICL {k}-shot", "icl", fresh_method(backbone, "icl", shots=k), k) for k in icl_shots]
     lora = None
     for name in adapters:
         if name == "hificl":
@@ -43,15 +53,14 @@ def configurations(backbone, settings, *, icl_shots=None, adapters: tuple = ("hi
             lora = lora or fresh_method(backbone, "lora")
             merged = name == "lora-merged"
             out.append(Config("LoRA merged" if merged else "LoRA unmerged", "adapter", lora, 0, merged=merged))
-        elif name == "mmict":
+        elif get_method(name).uses_demos:  # reads demonstrations at inference (MMICT, training-free vectors)
             k = settings.mmict_shots
-            out.append(Config(f"MMICT {k} demos", "adapter (demos)", fresh_method(backbone, "mmict", shots=k), k))
+            label = "MMICT" if name == "mmict" else DISPLAY.get(name, name)
+            out.append(Config(f"{label} {k} demos", "adapter (demos)", fresh_method(backbone, name, shots=k), k))
         else:
-            out.append(Config({"mimic": "MimIC", "live": "LIVE", "m2iv": "M2IV"}.get(name, name), "adapter",
-                              fresh_method(backbone, name), 0))
+            out.append(Config(DISPLAY.get(name, name), "adapter", fresh_method(backbone, name), 0))
     for c in out:
-        if c.method is not None:
-            c.method.eval()
+        c.method.eval()
     return out
 
 
@@ -99,7 +108,7 @@ def measure(backbone, settings, configs: list[Config], rounds: int, name: str) -
             "query_ratio_min": ratio(qs[c.label]["min"], qs[REFERENCE]["min"]),
             "forward_ratio_median": ratio(fs[c.label]["median"], fs[REFERENCE]["median"]),
             "token_ratio": ratio(tokens[c.label], tokens[REFERENCE]),
-            "trainable": c.method.num_trainable() if c.method is not None else 0,
+            "trainable": c.method.num_trainable(),
         })
     return {"backbone": name, "lm_parameters": lm_parameters(backbone), "rounds": rounds,
             "episodes": n_eps, "new_tokens": settings.new_tokens, "reference": REFERENCE, "rows": rows}

@@ -65,11 +65,11 @@ def starter_library(root: str | Path | None = None):
 def method_for(backbone, method: str, task: str, *, shots: int = DEFAULT_SHOTS, library=None, fixed_binding: bool = False):
     """``icl`` (with ``shots`` demos) or the starter library's adapter of ``method`` for ``task``,
     at ``shots`` demonstrations where the method reads demonstrations."""
-    from .methods import get_method
+    from .methods import create_method, get_method
 
     cls = get_method(method)
     if not cls.needs_training:
-        return cls(backbone, cls.config_class(shots=shots))
+        return create_method(method, backbone, shots=shots)
     lib = library or starter_library()
     name = entry_name(task, method, fixed_binding)
     m = lib.load(name, backbone)
@@ -233,7 +233,7 @@ def build_starter_library(out: str | Path = STARTER_DIR, *, seed: int = 0, only:
     ``episodes`` held-out test episodes, and store it in the library at ``out`` with its command,
     steps, train seconds and accuracy (+ 95% interval).  ``only``: entry names to (re)build."""
     from .backbones import load_backbone
-    from .methods import get_method
+    from .methods import create_method, get_method
     from .train import train
     from .vlibrary import VLibrary
 
@@ -248,7 +248,7 @@ def build_starter_library(out: str | Path = STARTER_DIR, *, seed: int = 0, only:
         cfg_kw = {"seed": seed}
         if cls.uses_demos:
             cfg_kw.update(shots=shots, train_shots=shots)
-        method = cls(bb, cls.config_class(**cfg_kw))
+        method = create_method(entry.method, bb, **cfg_kw)
         tc = starter_train_config(entry, seed)
         res = train(method, tc, progress=progress)
         t = get_task(entry.task, **({"fixed_binding": True} if entry.fixed_binding else {}))

@@ -100,12 +100,8 @@ def training_batch(method: Method, cfg: TrainConfig, step: int, world: World = S
 
 
 def _param_groups(method: Method, weight_decay: float) -> list[dict]:
-    groups = getattr(method, "param_groups", None)
-    if callable(groups):
-        return groups(weight_decay)
-    params = method.trainable_parameters()
-    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    """The optimiser groups ``method`` declares (:meth:`Method.param_groups`)."""
+    return method.param_groups(weight_decay)
 
 
 def train(method: Method, cfg: TrainConfig, *, out_dir: str | Path | None = None, resume: bool = False,

@@ -22,12 +22,11 @@ from .data.example import ImageError, load_image
 from .data.selection import STRATEGIES, select_demos
 from .data.tasks import episode_rng
 from .evaluate.exact_match import exact_match
-from .methods import Method, get_method, method_names
+from .methods import AttentionCapture, Method, captures_attention, create_method, get_method, method_names
 from .train import TrainConfig, TrainResult, train
 
 GALLERY_TASKS = ("shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format")
 AUTO_STRATEGIES = tuple(s for s in STRATEGIES if s != "fixed")
-RANK_FIELDS = ("rank", "r")  # the config field that sets an adapter's rank, by method
 MAX_PROMPT_CHARS = 500
 
 
@@ -149,18 +148,16 @@ def build_episode(demos: Sequence[Example], query: Example, task: str = "custom"
     return Episode(demos=list(demos), query=query, task=task)
 
 
-def lm_tokens(backbone, method: Method | None, episode: Episode) -> int:
-    """LM input tokens ``method`` (plain ICL when None) spends on ``episode``'s prompt."""
-    with torch.no_grad():
-        if method is None:
-            return int(backbone.assemble_episodes([episode], with_answer=False).inputs_embeds.shape[1])
-        with method.attached():
-            return int(method.batch([episode], with_answer=False).inputs_embeds.shape[1])
+def lm_tokens(backbone, method: Method, episode: Episode) -> int:
+    """LM input tokens ``method`` spends on ``episode``'s prompt."""
+    with torch.no_grad(), method.attached():
+        return int(method.batch([episode], with_answer=False).inputs_embeds.shape[1])
 
 
 def demo_token_cost(backbone, demos: Sequence[Example], query: Example) -> int:
     """LM tokens the demonstrations add to the query's input under plain ICL."""
-    return lm_tokens(backbone, None, build_episode(demos, query)) - lm_tokens(backbone, None, build_episode([], query))
+    icl = create_method("icl", backbone)
+    return lm_tokens(backbone, icl, build_episode(demos, query)) - lm_tokens(backbone, icl, build_episode([], query))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,9 +168,29 @@ def trainable_methods() -> list[str]:
     return [n for n in method_names() if get_method(n).needs_training]
 
 
+def training_free_methods() -> list[str]:
+    """Registered methods that need no trainer (plain ICL first): built fresh for every comparison."""
+    return [n for n in method_names() if not get_method(n).needs_training]
+
+
+def attention_methods() -> list[str]:
+    """Registered methods that implement the attention-capture protocol (the Attention view's)."""
+    return [n for n in method_names() if issubclass(get_method(n), AttentionCapture)]
+
+
+def attention_adapters(adapters: dict[str, Method]) -> list[str]:
+    """Labels of the adapters the Attention view can show."""
+    return [n for n, m in adapters.items() if captures_attention(m)]
+
+
+def method_label(name: str) -> str:
+    """How Compare names a registered training-free method: "ICL" for plain ICL, else its name."""
+    return "ICL" if name == "icl" else name
+
+
 def rank_field(method_name: str) -> str | None:
-    names = {f.name for f in get_method(method_name).config_class.__dataclass_fields__.values()}
-    return next((f for f in RANK_FIELDS if f in names), None)
+    """The config field that sets ``method_name``'s adapter size (declared by its config), or None."""
+    return get_method(method_name).config_class.rank_field
 
 
 def make_method(backbone, name: str, *, shots: int | None = None, rank: int | None = None,
@@ -189,7 +206,7 @@ def make_method(backbone, name: str, *, shots: int | None = None, rank: int | No
     if rank is not None and rf:
         kwargs[rf] = int(rank)
     try:
-        return cls(backbone, cls.config_class(**kwargs))
+        return create_method(name, backbone, **kwargs)
     except (TypeError, ValueError) as e:
         raise WorkbenchError(f"{name}: {e}") from e
 
@@ -209,22 +226,20 @@ class CompareRow:
                     lm_tokens=self.lm_tokens, shots=self.shots, error=self.error)
 
 
-def compare_one(backbone, episode: Episode, methods: dict[str, Method | None], *, max_new_tokens: int = 6) -> list[CompareRow]:
-    """Run every method on the same episode.  ``methods`` maps a label to a method (None = plain
-    ICL with the episode's demos).  A method that cannot run (e.g. the input does not fit the
-    context) gets a row with ``error`` set instead of stopping the others."""
+def compare_one(backbone, episode: Episode, methods: dict[str, Method], *, max_new_tokens: int = 6) -> list[CompareRow]:
+    """Run every method on the same episode.  ``methods`` maps a label to a method (plain ICL is
+    the registered ``icl`` method: it reads the episode's demos).  A method that cannot run (e.g.
+    the input does not fit the context) gets a row with ``error`` set instead of stopping the others."""
     rows = []
     for label, method in methods.items():
-        uses_demos = method is None or method.uses_demos
-        shots = episode.k if uses_demos else 0
+        shots = episode.k if method.uses_demos else 0
         try:
-            if uses_demos and method is not None and method.needs_training and episode.k == 0:
+            if method.uses_demos and method.needs_training and episode.k == 0:
                 raise WorkbenchError(f"{label} reads demonstrations: pick at least one")
             n_tok = lm_tokens(backbone, method, episode)
             t0 = time.perf_counter()
             with torch.no_grad():
-                out = (backbone.generate([episode], max_new_tokens=max_new_tokens) if method is None
-                       else method.generate([episode], max_new_tokens=max_new_tokens))[0]
+                out = method.generate([episode], max_new_tokens=max_new_tokens)[0]
             ms = 1000 * (time.perf_counter() - t0)
         except (ValueError, RuntimeError) as e:
             rows.append(CompareRow(label, "", None, 0.0, 0, shots, error=str(e)))
@@ -396,9 +411,21 @@ class Session:
         return demo_token_cost(self.backbone, self.demos, self.query)
 
     # -- methods ------------------------------------------------------------------------------
+    def method_labels(self) -> list[str]:
+        """What Compare offers: plain ICL ("ICL"), every other training-free registered method (by
+        its name; they read the picked demos) and every adapter of this session."""
+        return list(self.methods())
+
+    def methods(self) -> dict[str, Method]:
+        """Label -> method for :meth:`method_labels`: training-free methods fresh, adapters as kept."""
+        out = {method_label(n): create_method(n, self.backbone) for n in training_free_methods()}
+        out.update((a, m) for a, m in self.adapters.items() if a not in out)
+        return out
+
     def compare(self, labels: Sequence[str] | None = None, *, max_new_tokens: int | None = None) -> list[CompareRow]:
-        """Plain ICL with the picked demos plus every adapter of this session (or ``labels``)."""
-        pool = {"ICL": None, **self.adapters}
+        """Plain ICL with the picked demos, the other training-free methods and every adapter of
+        this session (or only ``labels``)."""
+        pool = self.methods()
         labels = list(pool) if not labels else list(labels)
         unknown = [x for x in labels if x not in pool]
         if unknown:
@@ -452,14 +479,16 @@ class Session:
         self.adapters.pop(name, None)
 
     def attention(self, label: str, *, with_answer: bool = True):
-        """Virtual-KV attention of adapter ``label`` on the current episode (HiFICL adapters)."""
+        """Virtual-KV attention of adapter ``label`` on the current episode (any adapter that
+        implements the attention-capture protocol)."""
         from .inspect.virtual_kv import virtual_kv_attention
 
         if label not in self.adapters:
             raise WorkbenchError(f"no adapter {label!r} in this session; train or load one first")
         m = self.adapters[label]
-        if not hasattr(m, "virtual_kv"):
-            raise WorkbenchError(f"{label} is a {m.name} adapter; attention to virtual key/value slots needs a HiFICL adapter")
+        if not captures_attention(m):
+            raise WorkbenchError(f"{label} is a {m.name} adapter, which has no virtual key/value slots; the attention view "
+                                 f"needs an adapter that captures its attention ({', '.join(attention_methods())})")
         ep = self.episode()
         if not ep.query.answers:
             with_answer = False
@@ -467,6 +496,6 @@ class Session:
 
 
 __all__ = ["Session", "AUTO_STRATEGIES", "GALLERY_TASKS", "BackboneCache", "BackboneInfo", "CompareRow", "TrainOutcome",
-           "TrainRequest", "WorkbenchError", "auto_select", "build_episode", "compare_one", "demo_token_cost",
-           "image_token_count", "library_name", "lm_tokens", "load_backbone_timed", "make_method", "rank_field",
-           "task_pool", "train_adapter", "trainable_methods", "user_example"]
+           "TrainRequest", "WorkbenchError", "attention_adapters", "attention_methods", "auto_select", "build_episode", "compare_one", "demo_token_cost",
+           "image_token_count", "library_name", "lm_tokens", "load_backbone_timed", "make_method", "method_label",
+           "rank_field", "task_pool", "train_adapter", "training_free_methods", "trainable_methods", "user_example"]

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from app.handlers import Studio  # noqa: E402
+from mmict_core.workbench import method_label, training_free_methods  # noqa: E402
 from tests.test_data import _huge_png, _png_bytes  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def test_sessions_are_isolated(studio):
     status = list(studio.train("hificl", "binding", 8, 2, 5e-3, 4, 0, request=a, progress=lambda *x, **k: None))
     assert "finished" in status[-1][0]
     assert studio.method_choices(a).choices[-1][0] == "hificl-binding-2s"
-    assert [c[0] for c in studio.method_choices(b).choices] == ["ICL"]
+    assert [c[0] for c in studio.method_choices(b).choices] == [method_label(n) for n in training_free_methods()]
     assert studio.library_list("", b)[0] == [] and studio.library_list("", a)[0][0][0] == "hificl-binding-2s"
 
 
@@ -86,7 +87,7 @@ def test_bad_input_gets_a_message(studio, tmp_path):
         studio.upload_demo(str(good), "what is this ?", "", r)
     with pytest.raises(gr.Error, match="samples"):
         list(studio.train("hificl", "binding", 0, 5, 5e-3, 4, 0, request=r, progress=lambda *x, **k: None))
-    with pytest.raises(gr.Error, match="HiFICL"):
+    with pytest.raises(gr.Error, match="virtual key/value slots"):
         studio.attention("", -1, r)
     with pytest.raises(gr.Error, match="no entry"):
         studio.library_load("ghost", r)

@@ -21,7 +21,6 @@ from mmict_core.inspect.virtual_kv import VirtualKVAttention, virtual_kv_attenti
 from mmict_core.methods import METHODS, get_method, swap_attr
 from mmict_core.methods.hificl import ATTN_NAME, HiFICL, HiFICLConfig
 from mmict_core.methods.hificl.attention import _LAYERS
-from mmict_core.train import TrainConfig, train
 
 # The shared backbones leave requires_grad=True on their weights; the methods treat the backbone as
 # frozen, so the tests freeze it as a user of the library would (see the report / docs).
@@ -505,14 +504,6 @@ def test_quantised_backbone(saved_vlm, vlm, tmp_path, quant):
     with torch.no_grad(), m2.attached():
         assert torch.isfinite(q.forward(m2.batch(eps, with_answer=True))).all()
 
-
-def test_trainer_steps(vlm):
-    m = HiFICL(vlm)
-    start = m.V_B.detach().clone()
-    res = train(m, TrainConfig(task="shapes-vqa", steps=3, batch_size=2), progress=False)
-    assert res.steps == 3 and all(np.isfinite(res.losses))
-    assert not torch.equal(start, m.V_B)
-    assert vlm.text_config._attn_implementation == "sdpa" and not _LAYERS
 
 
 # -- the attention capture ---------------------------------------------------------------------------

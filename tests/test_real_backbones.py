@@ -23,18 +23,11 @@ from mmict_core.backbones.instructblip import InstructBlipHFBackbone
 from mmict_core.backbones.loading import ADAPTERS, MODEL_CLASSES, adapter_for
 from mmict_core.backbones.tiny import TINY_KINDS, save_tiny, tiny_backbone, tiny_config
 from mmict_core.data import make_episode
-from mmict_core.methods import get_method
+from mmict_core.methods import create_method, get_method, method_names
 from mmict_core.train import TrainConfig, train
 
 QUANTS = ("none", "8bit", "4bit")
-METHODS = {  # small configs: 2 virtual slots, rank 2, 1-2 demos
-    "icl": dict(shots=1),
-    "hificl": dict(n_virtual=2, rank=2),
-    "mimic": dict(train_shots=1),
-    "live": dict(train_shots=1),
-    "m2iv": dict(train_shots=2),
-    "lora": dict(r=2),
-}
+METHODS = {n: get_method(n).tiny_config for n in method_names()}  # every registered method, its small config
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +56,7 @@ def episodes(k: int = 2, n: int = 2):
 
 
 def make(name: str, bb):
-    cls = get_method(name)
-    return cls(bb, cls.config_class(**METHODS.get(name, {})))
+    return create_method(name, bb, **METHODS.get(name, {}))
 
 
 def check_method(m, bb, eps):
@@ -100,14 +92,11 @@ def check_method(m, bb, eps):
 @pytest.mark.parametrize("kind", TINY_KINDS)
 def test_method_on_backbone(backbones, kind, quant, method):
     bb = backbones(kind, quant)
-    check_method(make(method, bb), bb, episodes(k=2))
-
-
-@pytest.mark.parametrize("method", ["mmict", "vanilla-ft", "vanilla-ict"])
-@pytest.mark.parametrize("quant", QUANTS)
-def test_mhub_methods_on_instructblip(backbones, quant, method):
-    bb = backbones("instructblip", quant)
-    check_method(make(method, bb), bb, episodes(k=2))
+    try:
+        m = make(method, bb)
+    except TypeError as exc:  # e.g. the M-Hub methods need a Q-Former that reads text (InstructBLIP only)
+        pytest.skip(f"{method} does not run on {kind}: {exc}")
+    check_method(m, bb, episodes(k=3))
 
 
 # -- the adapters ----------------------------------------------------------------------------------
@@ -349,12 +338,12 @@ def video_episodes(n_frames: int = 3, k: int = 1, n: int = 2):
     return out
 
 
-@pytest.mark.parametrize("method", list(METHODS) + ["mmict"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_video_items_flow_through_every_method(backbones, method):
     """Multi-frame items: several images per item for the LM-side methods (each frame's tokens in
     order), frames concatenated in the Q-Former's cross-attention memory for MMICT (its video path)."""
-    bb = backbones("instructblip" if method == "mmict" else "llava")
-    eps = video_episodes()
+    bb = backbones("instructblip" if method in ("mmict", "vanilla-ft", "vanilla-ict") else "llava")
+    eps = video_episodes(k=3)  # the vector methods read at least 3 demonstrations
     batch = bb.assemble_episodes(eps, with_answer=False)
     n_tok = bb.encode_images([eps[0].query.images[0]]).shape[1]
     assert len(batch.positions(0, "image", item=1)) == 3 * n_tok  # the query's three frames

@@ -12,7 +12,8 @@ from mmict_core.data import Episode, get_task
 from mmict_core.data.selection import select_demos
 from mmict_core.evaluate.exact_match import exact_match
 from mmict_core.widgets import AttentionExplorer, ComparisonPanel, DemoPicker, Studio, TrainingPanel, backbone_lock
-from mmict_core.workbench import Session, TrainRequest, make_method, task_pool, train_adapter
+from mmict_core.workbench import (Session, TrainRequest, make_method, method_label, task_pool, train_adapter,
+                                  training_free_methods)
 
 
 @pytest.fixture()
@@ -182,7 +183,9 @@ def test_comparison_outputs_equal_direct_generation(hificl_session, vlm):
     s = hificl_session
     c = ComparisonPanel(s)
     name = next(iter(s.adapters))
-    assert list(c.methods.options) == ["ICL", name] and list(c.methods.value) == ["ICL", name]
+    free = [method_label(n) for n in training_free_methods()]  # ICL first, then e.g. task vectors
+    assert free[0] == "ICL" and list(c.methods.options) == [*free, name] and list(c.methods.value) == [*free, name]
+    c.methods.value = ["ICL", name]
     c.run_button.click()
     rows = {r.method: r for r in c.rows}
     ep = Episode(demos=[s.items[i] for i in s.selected], query=s.query, task=s.task)
@@ -222,7 +225,7 @@ def test_comparison_reports_what_cannot_run(session, tmp_path):
 
 def test_attention_explorer_shows_the_captured_split(hificl_session, vlm):
     s = hificl_session
-    s.adapters["live"] = make_method(vlm, "live")  # not HiFICL: never offered
+    s.adapters["live"] = make_method(vlm, "live")  # captures no attention: never offered
     a = AttentionExplorer(s)
     name = next(iter(s.adapters))
     assert list(a.adapter.options) == [name]
@@ -269,4 +272,4 @@ def test_attention_explorer_shows_the_captured_split(hificl_session, vlm):
 def test_attention_explorer_without_an_adapter(session):
     a = AttentionExplorer(session)
     a.show_button.click()
-    assert "no HiFICL adapter" in a.error and a.attention is None
+    assert "no adapter with virtual key/value slots" in a.error and a.attention is None

@@ -6,7 +6,7 @@ import torch
 
 from mmict_core.data import Episode, make_episode
 from mmict_core.evaluate.exact_match import exact_match
-from mmict_core.workbench import (Session, TrainRequest, WorkbenchError, compare_one, demo_token_cost, lm_tokens,
+from mmict_core.workbench import (method_label, training_free_methods, Session, TrainRequest, WorkbenchError, compare_one, demo_token_cost, lm_tokens,
                                   make_method, task_pool, train_adapter, user_example)
 from tests.test_data import _huge_png, _png_bytes
 
@@ -90,22 +90,22 @@ def test_demo_token_cost_matches_the_layout(session, vlm):
 
 def test_compare_one_matches_direct_generation(vlm):
     ep = make_episode("binding", 4, seed=0, index=3, split="val")
-    rows = compare_one(vlm, ep, {"ICL": None})
+    rows = compare_one(vlm, ep, {"ICL": make_method(vlm, "icl")})
     direct = vlm.generate([ep], max_new_tokens=6)[0]
     assert rows[0].output == direct and rows[0].shots == 4
     assert rows[0].correct == bool(exact_match(direct, ep.query.answers))
     assert rows[0].lm_tokens == vlm.assemble_episodes([ep], with_answer=False).inputs_embeds.shape[1]
     unknown = Episode(demos=ep.demos, query=user_example(ep.query.images[0], ep.query.prompt), task="binding")
-    assert compare_one(vlm, unknown, {"ICL": None})[0].correct is None
+    assert compare_one(vlm, unknown, {"ICL": make_method(vlm, "icl")})[0].correct is None
 
 
 def test_compare_one_reports_methods_that_cannot_run(vlm):
     ep0 = make_episode("binding", 0, seed=0, index=0, split="val")
     ict = make_method(vlm, "vanilla-ict")
-    rows = compare_one(vlm, ep0, {"ICL": None, "VanillaICT": ict})
+    rows = compare_one(vlm, ep0, {"ICL": make_method(vlm, "icl"), "VanillaICT": ict})
     assert rows[0].error == "" and "pick at least one" in rows[1].error
     many = make_episode("binding", 100, seed=0, index=0, split="val", pool_size=100)  # ~1500 tokens > 1024
-    rows = compare_one(vlm, many, {"ICL": None, "hificl": make_method(vlm, "hificl")})
+    rows = compare_one(vlm, many, {"ICL": make_method(vlm, "icl"), "hificl": make_method(vlm, "hificl")})
     assert "context holds" in rows[0].error
     assert rows[1].error == "" and rows[1].shots == 0  # adapters read the query alone: still fine
 
@@ -149,13 +149,15 @@ def test_session_train_stores_a_loadable_adapter(session, vlm):
         b = vlm.forward(loaded.batch([ep], with_answer=False))
     assert torch.equal(a, b)
     rows = session.compare()
-    assert [r.method for r in rows] == ["ICL", name] and rows[1].lm_tokens == lm_tokens(vlm, out.method, ep)
+    free = [method_label(n) for n in training_free_methods()]  # ICL and the other training-free methods
+    assert free[0] == "ICL" and [r.method for r in rows] == [*free, name]
+    assert rows[-1].lm_tokens == lm_tokens(vlm, out.method, ep)
     att = session.attention(name)
     assert att.virtual_mass.shape[0] == len(vlm.decoder_layers())
     # a second run of the same request gets a fresh name, the first is kept
     session.train(TrainRequest(method="lora", steps=1, samples=4, batch_size=2))
     assert "lora-binding-1s" in session.adapters and name in session.adapters
-    with pytest.raises(WorkbenchError, match="needs a HiFICL adapter"):
+    with pytest.raises(WorkbenchError, match="needs an adapter that captures its attention"):
         session.attention("lora-binding-1s")
 
 

@@ -103,6 +103,16 @@ class VLMBackbone(ABC):
     def mlp(self, layer: int) -> nn.Module:
         return self.decoder_layers()[layer].mlp
 
+    def out_proj(self, layer: int) -> nn.Module:
+        """The attention's output projection of ``layer``: its input is the heads' outputs side by
+        side, (B, T, H·d_h).  ValueError where the attention module has none."""
+        attn = self.attention(layer)
+        for name in ("o_proj", "out_proj", "dense"):
+            mod = getattr(attn, name, None)
+            if isinstance(mod, nn.Module):
+                return mod
+        raise ValueError(f"{type(attn).__name__} has no output projection (o_proj/out_proj): per-head methods cannot run")
+
     def fingerprint(self) -> str:
         """Identity of the backbone for adapters: LM architecture + vocabulary + input-embedding
         weights (never quantised), so fp32 / 8-bit / 4-bit loads of one checkpoint agree."""
@@ -133,6 +143,23 @@ class VLMBackbone(ABC):
     @property
     def hidden_size(self) -> int:
         return int(self.text_config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        """Decoder layers of the LM (counted through the model's own accessor)."""
+        return len(self.decoder_layers())
+
+    @property
+    def num_heads(self) -> int:
+        """Query heads per decoder attention (GQA key/value heads are repeated to this many)."""
+        return int(self.text_config.num_attention_heads)
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head: the attention module's own ``head_dim``, else the config's,
+        else hidden_size / heads."""
+        d = getattr(self.attention(0), "head_dim", None) or getattr(self.text_config, "head_dim", None)
+        return int(d or self.hidden_size // self.num_heads)
 
     # -- assembly -----------------------------------------------------------------------------
     def episode_segments(self, episode: Episode, *, with_answer: bool, loss_on: str = "query",

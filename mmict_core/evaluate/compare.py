@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..methods import Method, get_method
+from ..methods import Method, create_method, get_method
 from ..methods.base import read_adapter
 from ..parallel import world
 from ..train import TrainConfig, train
@@ -70,11 +70,10 @@ def coerce_overrides(config_cls, pairs: Sequence[str]) -> dict:
 
 
 def build_method(backbone, spec: MethodSpec) -> Method:
-    cls = get_method(spec.name)
     kwargs = dict(spec.overrides)
     if spec.shots is not None:
         kwargs["shots"] = spec.shots
-    return cls(backbone, cls.config_class(**kwargs))
+    return create_method(spec.name, backbone, **kwargs)
 
 
 def cache_key(method: Method, tcfg: TrainConfig) -> str:

@@ -1,7 +1,9 @@
-"""Where a HiFICL adapter's attention goes: mass on the virtual keys per layer, head and position.
+"""Where an adapter's attention goes: mass on its virtual keys per layer, head and position.
 
-Captured through the adapter's own attention function (its capture flag), so the numbers are
-exactly those of the forward pass, not a second implementation.
+For any method implementing the attention-capture protocol (:class:`..methods.AttentionCapture`:
+HiFICL's virtual K/V pairs, MimIC's gated shift as one slot, ...).  Captured through the adapter's
+own attention function, so the numbers are exactly those of the forward pass, not a second
+implementation.
 """
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ import numpy as np
 import torch
 
 from ..data import Episode
+from ..methods.base import captures_attention
 
 
 @dataclass
 class VirtualKVAttention:
-    """One episode's HiFICL attention split.  L layers, H heads, T positions, n virtual slots."""
+    """One episode's attention split (real keys vs virtual slots).  L layers, H heads, T positions, n virtual slots."""
 
     alpha: np.ndarray  # (L, H, T) α: share of the real (sequence) keys
     virtual_mass: np.ndarray  # (L, H, T) 1 − α: share of the virtual keys
@@ -45,11 +48,12 @@ def _token_label(backbone, tid: int) -> str:
 
 @torch.no_grad()
 def virtual_kv_attention(method, episode: Episode, *, with_answer: bool = True) -> VirtualKVAttention:
-    """Run ``episode`` as ``method`` (a HiFICL adapter) sees it and return its attention split.
+    """Run ``episode`` as ``method`` (any :class:`AttentionCapture` method) sees it and return its attention split.
 
     ``with_answer``: include the reference answer (teacher-forced), so the answer tokens show too."""
-    if not hasattr(method, "capture") or not hasattr(method, "virtual_kv"):
-        raise TypeError(f"{type(method).__name__} has no virtual keys/values; pass a HiFICL adapter")
+    if not captures_attention(method):
+        raise TypeError(f"{type(method).__name__} does not capture its attention (no virtual key/value slots); "
+                        f"pass an adapter that implements capture(), e.g. HiFICL or MimIC")
     bb = method.backbone
     batch = method.batch([episode], with_answer=with_answer, padding_side="right")
     with method.attached(), method.capture() as cap:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, ContextManager, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -35,7 +35,11 @@ class AdapterLoadError(ValueError):
 
 @dataclass
 class MethodConfig:
-    """Fields shared by every method.  Subclasses add documented fields and validate them."""
+    """Fields shared by every method.  Subclasses add documented fields and validate them, and
+    name in ``rank_field`` the field that sets the adapter's size (what the app's and the
+    widgets' "rank" box sets), or leave it None where there is none."""
+
+    rank_field: ClassVar[str | None] = None
 
     shots: int = field(default=0, metadata={"help": "demonstrations in the input at inference time"})
     train_shots: int = field(default=0, metadata={"help": "demonstrations per training episode (teacher context for distillation methods)"})
@@ -117,6 +121,7 @@ class Method(nn.Module):
     needs_teacher: ClassVar[bool] = False  # training runs a k-shot teacher forward
     uses_demos: ClassVar[bool] = False  # inference input contains demonstrations
     summary: ClassVar[str] = ""
+    tiny_config: ClassVar[dict] = {}  # config overrides for the fast contract / backbone-matrix tests
 
     def __init__(self, backbone: VLMBackbone, config: MethodConfig | None = None):
         super().__init__()
@@ -189,6 +194,13 @@ class Method(nn.Module):
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Optimiser groups (torch ``param_groups``): by default weight decay on >= 2-D parameters
+        only.  Methods with per-part learning rates override this."""
+        params = self.trainable_parameters()
+        return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
     def expected_num_parameters(self) -> int | None:
         """The parameter count from the method's formula (None where there is none)."""
         return None
@@ -237,6 +249,25 @@ class Method(nn.Module):
             raise AdapterLoadError(f"{path}: parameter names or shapes do not match this method/backbone: {bad[:5]}")
         method.load_state_dict(tensors)
         return method
+
+
+@runtime_checkable
+class AttentionCapture(Protocol):
+    """The attention-capture protocol (what the app's Attention tab and the widgets' explorer read).
+
+    A method whose attention mixes ``n`` extra ("virtual") key/value slots into the real keys —
+    HiFICL's learned K/V pairs, MimIC's gated shift (one slot), any new attention method —
+    implements ``capture()``: a context manager yielding a dict that every attached forward fills
+    with ``layer -> (alpha (B, H, T), w (B, H, T, n))``: alpha the share of the real keys, w the
+    share of each virtual slot (alpha + w.sum(-1) = 1), computed by the method's own attention
+    function (not a second implementation)."""
+
+    def capture(self) -> ContextManager[dict[int, tuple[torch.Tensor, torch.Tensor]]]: ...
+
+
+def captures_attention(method: Any) -> bool:
+    """True when ``method`` implements :class:`AttentionCapture`."""
+    return isinstance(method, AttentionCapture)
 
 
 def read_adapter(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""Teacher / student plumbing shared by the distillation methods (MimIC, LIVE, M2IV).
+"""Teacher / student plumbing shared by the distillation methods (MimIC, LIVE, M2IV, and any new one).
 
 The teacher is the frozen backbone with no adapter attached, reading the k-shot ICL episode; the
 student is the adapted backbone reading the query alone.  The query's own tokens (prompt, image,
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..backbones.base import IGNORE, AssembledBatch
+from ..data import Episode
 
 QUERY_ROLES = ("prompt", "image", "answer")
 
@@ -57,3 +58,31 @@ def kl_teacher_student(teacher_logits: torch.Tensor, student_logits: torch.Tenso
     pt = teacher_logits.float().softmax(-1)
     ps = student_logits.float().softmax(-1)
     return (pt * ((pt + eps).log() - (ps + eps).log())).sum(-1).mean()
+
+
+def teacher_student_batches(method, episodes: Sequence[Episode], loss_on: str = "query"
+                            ) -> tuple[AssembledBatch, AssembledBatch]:
+    """(teacher batch: k-shot episode, labels on the query's answer; student batch: the episode as
+    ``method`` reads it at inference, usually the query alone).
+
+    Every image is encoded once (the image path is frozen and untouched by these adapters), so the
+    query's image tokens are the very same tensors in both inputs and the query positions align."""
+    bb = method.backbone
+    items = [ex for ep in episodes for ex in list(ep.demos) + [ep.query]]
+    with torch.no_grad():
+        feats = bb.encode_items(items)  # one (n_img, n_tok, d) per item
+    teacher, student, s = [], [], 0
+    for ep in episodes:
+        n = ep.k + 1
+        teacher.append(bb.episode_segments(ep, with_answer=True, loss_on="query", image_tokens=feats[s:s + n]))
+        student.append(bb.episode_segments(method.inference_episode(ep), with_answer=True, loss_on=loss_on,
+                                           image_tokens=feats[s + n - 1:s + n]))
+        s += n
+    return bb.assemble(teacher), bb.assemble(student)
+
+
+def check_detached(method) -> None:
+    """The teacher must run on the bare backbone: refuse a loss() called inside attached()."""
+    if method._depth:
+        raise RuntimeError(f"{type(method).__name__}.loss() runs the teacher without the adapter and attaches it "
+                           f"for the student itself; call it outside `with method.attached():`")

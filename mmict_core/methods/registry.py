@@ -24,3 +24,16 @@ def get_method(name: str) -> type[Method]:
 
 def method_names() -> list[str]:
     return list(METHODS)
+
+
+def create_method(name: str, backbone, **overrides) -> Method:
+    """A fresh ``name`` method on ``backbone`` with config fields ``overrides`` — the one factory
+    every front end (workbench, compare, presets, benchmarks, tests) builds methods with.
+
+    Raises ValueError naming the method and the problem (unknown name, unknown or bad field)."""
+    cls = get_method(name)
+    try:
+        config = cls.config_class.from_dict(overrides)
+    except TypeError as exc:  # e.g. a value of the wrong kind reaching a validator
+        raise ValueError(f"{name}: {exc}") from None
+    return cls(backbone, config)

@@ -115,7 +115,7 @@ def build_task(preset: dict, tiny: str | None, workdir: Path):
 def build_method(name: str, config: dict, backbone, where: str):
     import typing
 
-    from ..methods import get_method
+    from ..methods import create_method, get_method
 
     cls = get_method(name)
     hints = typing.get_type_hints(cls.config_class)
@@ -128,11 +128,11 @@ def build_method(name: str, config: dict, backbone, where: str):
                 raise PresetError(f"{where}.{k} must be a number; got {v!r}") from None
         cfg[k] = v
     try:
-        config = cls.config_class.from_dict(cfg)
+        cls.config_class.from_dict(cfg)  # bad settings: a message naming the preset's field
     except ValueError as exc:
         raise PresetError(f"{where}: {exc}") from None
     try:
-        return cls(backbone, config)
+        return create_method(name, backbone, **cfg)
     except TypeError as exc:  # e.g. MMICT on a backbone without a text-reading Q-Former
         raise PresetError(f"method {name!r} cannot run on {getattr(backbone, 'name', 'this backbone')}: {exc}") from None
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..data import Example
-from ..methods import AdapterLoadError, Method, get_method, read_adapter
+from ..methods import AdapterLoadError, Method, create_method, get_method, read_adapter
 from ..methods.base import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 ENTRY_FILE = "entry.json"
@@ -294,7 +294,7 @@ class VLibrary:
             metas.append(meta)
             states.append(tensors)
         cls = get_method(metas[0]["method"])
-        method = cls(backbone, cls.config_class.from_dict(metas[0]["config"]))
+        method = create_method(cls.name, backbone, **metas[0]["config"])
         own = method.state_dict()
         if {k: v.shape for k, v in own.items()} != {k: v.shape for k, v in states[0].items()}:
             raise LibraryError(f"the entries' tensors do not fit a {cls.__name__} on this backbone")

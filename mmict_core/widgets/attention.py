@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from .. import viz
 from ..inspect.virtual_kv import VirtualKVAttention
-from ..workbench import Session
+from ..workbench import Session, attention_adapters, attention_methods
 from ._common import BUSY, USER_ERRORS, Panel, set_figure, try_lock
 
 FIGURE_HEIGHT = 360  # px
@@ -70,8 +70,9 @@ class AttentionExplorer(Panel):
         self.refresh()
 
     def refresh(self) -> None:
-        """Offer the session's HiFICL adapters (the newest selected when the choice is gone)."""
-        names = [n for n, m in self.session.adapters.items() if hasattr(m, "virtual_kv")]
+        """Offer the session's adapters that capture their attention (the newest selected when the
+        choice is gone)."""
+        names = attention_adapters(self.session.adapters)
         keep = self.adapter.value if self.adapter.value in names else (names[-1] if names else None)
         self.adapter.options = names
         self.adapter.value = keep
@@ -79,7 +80,8 @@ class AttentionExplorer(Panel):
     def show(self) -> VirtualKVAttention | None:
         """What the Show button does: capture the attention on the current episode and draw it."""
         if not self.adapter.value:
-            self._say("no HiFICL adapter in this session: train one (Training panel) or load one", "error")
+            self._say(f"no adapter with virtual key/value slots ({', '.join(attention_methods())}) in this session: "
+                      f"train one (Training panel) or load one", "error")
             return None
         with try_lock(self.session.backbone) as ok:
             if not ok:

@@ -30,7 +30,7 @@ def rows_table_html(rows: list[CompareRow]) -> str:
 class ComparisonPanel(Panel):
     """Run several methods on the session's current episode.
 
-    Widgets: ``methods`` (SelectMultiple over "ICL" and the session's adapters), ``max_new_tokens``
+    Widgets: ``methods`` (SelectMultiple over "ICL", the other training-free methods and the session's adapters), ``max_new_tokens``
     (0 = the task's own limit), ``refresh_button`` (re-read the session's adapters), ``run_button``,
     ``table`` (HTML), ``case_study`` (HTML: the case-study page in an iframe), ``status``.
     State: ``rows`` (the last :class:`CompareRow` list), ``case_study_document`` (its HTML page).
@@ -58,9 +58,10 @@ class ComparisonPanel(Panel):
         self.refresh()
 
     def refresh(self) -> None:
-        """Offer "ICL" and every adapter of the session; keep the choice, select newcomers."""
+        """Offer "ICL", the other training-free methods and every adapter of the session; keep the
+        choice, select newcomers."""
         before, chosen = set(self.methods.options), set(self.methods.value)
-        options = ["ICL", *self.session.adapters]
+        options = self.session.method_labels()
         self.methods.options = options
         self.methods.value = [o for o in options if o in chosen or o not in before]
 

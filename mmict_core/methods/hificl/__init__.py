@@ -13,18 +13,20 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..base import Handle, Method, MethodConfig, check_range, swap_attr
+from ..base import Handle, Method, MethodConfig, check_range
+from ..attention import STOCK, install_attention
 from ..registry import register_method
-from .attention import (_LAYERS, ATTENTION_PATHS, ATTN_NAME, hificl_attention_forward, hificl_mask, implicit_mask,
+from .attention import (ATTENTION_PATHS, ATTN_NAME, hificl_attention_forward, hificl_mask, implicit_mask,
                         prefix_visible)
 
 Z2_MODES = ("masked", "faithful")
 # implementations whose attention HiFICL reproduces as SA_out (eager itself; the rest through sdpa)
-STOCK_IMPLEMENTATIONS = (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
+STOCK_IMPLEMENTATIONS = STOCK
 
 
 @dataclass
 class HiFICLConfig(MethodConfig):
+    rank_field = "rank"  # ClassVar on the base
     n_virtual: int = field(default=8, metadata={"help": "virtual key/value slots n per layer and head"})
     rank: int = field(default=8, metadata={"help": "rank r of K_learn = K_A K_B and V_learn = V_A V_B (paper: 8 for VQAv2, 16 for OK-VQA)"})
     z2: str = field(default="masked", metadata={"help": "Z2 (the real keys' softmax mass): 'masked' = causal + padding mask "
@@ -44,15 +46,13 @@ class HiFICLConfig(MethodConfig):
 class HiFICL(Method):
     name = "hificl"
     config_class = HiFICLConfig
+    tiny_config = {"n_virtual": 2, "rank": 2}
     summary = "low-rank virtual K/V pairs per layer and head, mixed into attention by the exact softmax split (teacher-free)"
 
     def __init__(self, backbone, config: HiFICLConfig | None = None):
         super().__init__(backbone, config)
         cfg = self.config
-        tc = backbone.text_config
-        L = len(backbone.decoder_layers())
-        H = int(tc.num_attention_heads)  # query heads: GQA keys are repeated per query head
-        d = int(getattr(backbone.attention(0), "head_dim", None) or tc.hidden_size // H)
+        L, H, d = backbone.num_layers, backbone.num_heads, backbone.head_dim  # H: query heads (GQA keys repeated)
         n, r = cfg.n_virtual, cfg.rank
         g = torch.Generator().manual_seed(cfg.seed)
         self.K_A = nn.Parameter(torch.randn(L, H, n, r, generator=g))  # (L, H, n, r)  N(0, 1)
@@ -144,28 +144,15 @@ class HiFICL(Method):
 
     # -- injection ------------------------------------------------------------------------------
     def _attach(self) -> list[Handle]:
-        tc = self.backbone.text_config
-        base = tc._attn_implementation
-        if base == ATTN_NAME:
-            raise RuntimeError("a HiFICL adapter is already attached to this backbone; detach it first")
-        if base not in STOCK_IMPLEMENTATIONS:  # e.g. another method's attention function: it would be bypassed
-            raise RuntimeError(f"the LM's attention implementation is {base!r}, not a stock one "
-                               f"({', '.join(map(str, STOCK_IMPLEMENTATIONS))}); detach the method that set it first")
-        attns = [self.backbone.attention(i) for i in range(len(self.backbone.decoder_layers()))]
-        if any(id(a) in _LAYERS for a in attns):  # checked before any change, so a refusal leaves nothing behind
-            raise RuntimeError("a decoder layer already carries a HiFICL adapter")
-        handles: list[Handle] = [Handle(self._clear_kv)]
+        handles = install_attention(self, ATTN_NAME)  # refuses (changing nothing) when another is attached
         self._clear_kv()
-        for i, attn in enumerate(attns):
-            _LAYERS[id(attn)] = (self, i, base)
-            handles.append(Handle(lambda k=id(attn): _LAYERS.pop(k, None)))
+        handles.insert(0, Handle(self._clear_kv))
 
         def new_call(module, args, kwargs):
             self._call += 1
 
         hook = self.backbone.decoder().register_forward_pre_hook(new_call, with_kwargs=True)
-        handles.append(Handle(hook.remove))
-        handles.append(swap_attr(tc, "_attn_implementation", ATTN_NAME))  # every decoder attention reads it per forward
+        handles.insert(1, Handle(hook.remove))
         return handles
 
     @contextlib.contextmanager

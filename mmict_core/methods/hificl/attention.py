@@ -6,8 +6,8 @@ scaling=..., dropout=..., **kw)`` and applies ``o_proj`` to the ``(B, T, H, d_h)
 HiFICL sets the *text* config's ``_attn_implementation`` to :data:`ATTN_NAME`; the vision tower and
 the Q-Former have their own configs and never reach this function.
 
-The function finds its layer's adapter through :data:`_LAYERS` (keyed by ``id(module)``, filled on
-attach and emptied on detach), computes the normal causal attention with the stock function, and
+The function finds its layer's adapter through the shared override mechanism
+(:func:`..attention.bound`: keyed by ``id(module)``, filled on attach and emptied on detach), computes the normal causal attention with the stock function, and
 mixes in the virtual keys/values with the exact softmax weights:
 
     log Z2 = logsumexp_j s·q·k_j     (real keys; 'masked': causal + padding mask; 'faithful': all keys)
@@ -30,9 +30,10 @@ import sys
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import sdpa_mask
+
+from ..attention import BOUND, bound, register_attention
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import HiFICL
@@ -41,8 +42,7 @@ ATTN_NAME = "mmict_hificl"
 ATTENTION_PATHS = ("auto", "split")  # auto: fused where the math allows (z2='masked', no capture)
 _NEG = torch.finfo(torch.float32).min  # masked score: exp() is exactly 0, and never NaN in backward
 
-# id(attention module) -> (adapter, layer index, the implementation it replaced)
-_LAYERS: dict[int, tuple["HiFICL", int, str | None]] = {}
+_LAYERS = BOUND  # id(attention module) -> (adapter, layer index, the implementation it replaced); shared
 
 
 def hificl_mask(*args, **kwargs):
@@ -88,7 +88,7 @@ def hificl_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
                              attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                              **kwargs) -> tuple[torch.Tensor, None]:
     """query (B, H, T, d); key/value (B, H_kv, T_k, d), post-RoPE and cached -> ((B, T, H, d), None)."""
-    entry = _LAYERS.get(id(module))
+    entry = bound(module)
     if entry is None:
         raise RuntimeError(f"{type(module).__name__} called the HiFICL attention function but no HiFICL adapter is "
                            f"attached to it; attach through `with method.attached():`")
@@ -183,5 +183,4 @@ def _split(module: torch.nn.Module, method: "HiFICL", layer: int, base: str | No
 
 
 # registered once, globally, under a name nothing else uses; inert until a config selects it
-AttentionInterface.register(ATTN_NAME, hificl_attention_forward)
-AttentionMaskInterface.register(ATTN_NAME, hificl_mask)
+register_attention(ATTN_NAME, hificl_attention_forward, hificl_mask)

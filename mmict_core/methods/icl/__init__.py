@@ -16,6 +16,10 @@ class ICLConfig(MethodConfig):
 class ICL(Method):
     name = "icl"
     config_class = ICLConfig
+    tiny_config = {"shots": 2}
     needs_training = False
     uses_demos = True
     summary = "k-shot in-context learning: (prompt, image, answer) demos, then the query"
+
+    def expected_num_parameters(self) -> int:
+        return 0

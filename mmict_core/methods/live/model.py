@@ -15,7 +15,7 @@ from torch import nn
 from ...data import Episode
 from ..base import Handle, Method
 from ..distill import answer_logit_positions, gather_rows, kl_teacher_student
-from ..mimic.teacher import check_detached, teacher_student_batches
+from ..distill import check_detached, teacher_student_batches
 from ..registry import register_method
 from .config import LIVEConfig
 
@@ -32,12 +32,13 @@ def norm_preserving_shift(h: torch.Tensor, alpha: torch.Tensor, v: torch.Tensor)
 class LIVE(Method):
     name = "live"
     config_class = LIVEConfig
+    tiny_config = {"train_shots": 1}
     needs_teacher = True
     summary = "LIVE: one learnable in-context vector per layer on the MLP output (norm-preserving), distilled from k-shot ICL"
 
     def __init__(self, backbone, config: LIVEConfig | None = None):
         super().__init__(backbone, config)
-        L, d = len(backbone.decoder_layers()), backbone.hidden_size
+        L, d = backbone.num_layers, backbone.hidden_size
         self.num_layers, self.hidden = L, d
         g = torch.Generator().manual_seed(self.config.seed)
         dev = backbone.device

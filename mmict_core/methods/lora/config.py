@@ -19,6 +19,7 @@ class LoRAConfig(MethodConfig):
             the vision tower or the Q-Former.
     """
 
+    rank_field = "r"  # ClassVar on the base
     r: int = field(default=16, metadata={"help": "rank of the low-rank update"})
     lora_alpha: float = field(default=32.0, metadata={"help": "the update is scaled by lora_alpha / r"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch's input while training"})

@@ -65,6 +65,7 @@ def peft_lora_layer(target: nn.Module, cfg: LoRAConfig) -> nn.Module:
 class LoRA(Method):
     name = "lora"
     config_class = LoRAConfig
+    tiny_config = {"r": 2}
     summary = "LoRA (peft layers) on the LM's attention projections, trained on the query's answer (0-shot)"
 
     def __init__(self, backbone, config: LoRAConfig | None = None):

@@ -95,7 +95,7 @@ def generation_mask(batch: AssembledBatch) -> torch.Tensor:
     return mask
 
 
-def _out_proj(attn: nn.Module) -> nn.Linear:
+def _out_proj(attn: nn.Module) -> nn.Linear:  # kept for old imports; the backbone's out_proj(layer) is the accessor
     for name in ("o_proj", "out_proj", "dense"):
         mod = getattr(attn, name, None)
         if isinstance(mod, nn.Module):
@@ -108,6 +108,7 @@ def _out_proj(attn: nn.Module) -> nn.Linear:
 class M2IV(Method):
     name = "m2iv"
     config_class = M2IVConfig
+    tiny_config = {"train_shots": 2}
     needs_teacher = True
     summary = ("M2IV-style (unverified): learnable vectors with learnable strengths added to every layer's "
                "MHA and MLP outputs, distilled from a many-shot ICL teacher")
@@ -115,7 +116,7 @@ class M2IV(Method):
     def __init__(self, backbone: VLMBackbone, config: M2IVConfig | None = None):
         super().__init__(backbone, config)
         cfg = self.config
-        L, d = len(backbone.decoder_layers()), backbone.hidden_size
+        L, d = backbone.num_layers, backbone.hidden_size
         self.num_layers, self.hidden = L, d
         self.has_mha, self.has_mlp = cfg.sites in ("both", "mha"), cfg.sites in ("both", "mlp")
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -148,8 +149,7 @@ class M2IV(Method):
 
     def _head_shape(self) -> tuple[int, int]:
         attn = self.backbone.attention(0)
-        H = int(self.backbone.text_config.num_attention_heads)
-        dh = int(getattr(attn, "head_dim", self.hidden // H))
+        H, dh = self.backbone.num_heads, self.backbone.head_dim
         o = _out_proj(attn)
         if getattr(o, "in_features", H * dh) != H * dh:
             raise ValueError(f"granularity='head': o_proj takes {o.in_features} features, not heads x head_dim = {H}x{dh}")

@@ -3,32 +3,32 @@
 While a MimIC adapter is attached, the LM's ``_attn_implementation`` is "mmict_mimic": every
 decoder self-attention then calls :func:`mimic_attention` with its post-RoPE queries and keys.
 The function runs the backbone's scaled-dot-product attention and adds the query-gated shift of
-the layer the module belongs to (looked up in :data:`ACTIVE`, filled by the attached method).
+the layer the module belongs to (found through the shared override mechanism,
+:func:`..attention.bound`, filled by the attached method).
 The mask function always materialises the boolean causal + padding mask (never the ``is_causal``
 shortcut), because the masked log Z2 needs it.
 """
 from __future__ import annotations
 
-import weakref
-
 import torch
-from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import sdpa_mask
+
+from ..attention import BOUND, STOCK, bound, register_attention  # noqa: F401  (STOCK: re-exported)
 
 ATTN_NAME = "mmict_mimic"
-STOCK = (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention")
-
-# attention module -> (method, layer index); filled on attach, emptied on detach
-ACTIVE: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+ACTIVE = BOUND  # id(attention module) -> (method, layer index, replaced implementation); shared, filled on attach
 
 
 def mimic_shift(query: torch.Tensor, key: torch.Tensor, sa_out: torch.Tensor, mask: torch.Tensor | None,
-                scaling: float, w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, z2: str) -> torch.Tensor:
+                scaling: float, w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, z2: str,
+                capture: dict | None = None, layer: int = 0) -> torch.Tensor:
     """SA(q, K, V) + mu(q) * v per head, with mu = exp(f - logaddexp(f, log Z2)), f(q) = w.q + b.
 
     query (B, H, T, D) post-RoPE; key (B, H, S, D) GQA-expanded; sa_out (B, T, H, D);
     mask (B, 1|H, T, S) bool (True = visible) or None; w, v (H, D); b (H,).  Returns (B, T, H, D).
+    With ``capture`` (a dict), records ``capture[layer] = (1 - mu (B, H, T), mu (B, H, T, 1))``: the
+    real keys' share and the one virtual slot's (the attention-capture protocol of :mod:`..base`).
     """
     q = query.float()
     scores = torch.matmul(q, key.float().transpose(-1, -2)) * scaling  # (B, H, T, S)
@@ -40,6 +40,8 @@ def mimic_shift(query: torch.Tensor, key: torch.Tensor, sa_out: torch.Tensor, ma
     log_z2 = torch.logsumexp(scores, dim=-1)  # (B, H, T)
     f = torch.einsum("bhtd,hd->bht", q, w) + b[None, :, None]  # (B, H, T)  approximates log Z1
     mu = torch.exp(f - torch.logaddexp(f, log_z2))  # (B, H, T)
+    if capture is not None:
+        capture[layer] = ((1 - mu).detach(), mu.detach().unsqueeze(-1))
     shift = mu.transpose(1, 2)[..., None] * v  # (B, T, H, 1) * (H, D) -> (B, T, H, D)
     return (sa_out.float() + shift).to(sa_out.dtype)
 
@@ -48,16 +50,17 @@ def mimic_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
                     attention_mask: torch.Tensor | None, **kwargs):
     """The registered attention function: SDPA, plus MimIC's shift where an adapter is active."""
     sa_out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)  # (B, T, H, D)
-    entry = ACTIVE.get(module)
+    entry = bound(module)
     if entry is None:
         return sa_out, None
-    method, layer = entry
+    method, layer, _ = entry
     n_rep = query.shape[1] // key.shape[1]
     mask = attention_mask
     if mask is not None and mask.dtype != torch.bool:  # additive float mask (0 = visible)
         mask = mask == 0
     out = mimic_shift(query, repeat_kv(key, n_rep), sa_out, mask, kwargs.get("scaling") or query.shape[-1] ** -0.5,
-                      method.gate_w[layer], method.gate_b[layer], method.shift[layer], method.config.z2)
+                      method.gate_w[layer], method.gate_b[layer], method.shift[layer], method.config.z2,
+                      method._capture, layer)
     return out, None
 
 
@@ -68,8 +71,7 @@ def materialised_sdpa_mask(*args, **kwargs):
 
 
 def register() -> None:
-    AttentionInterface.register(ATTN_NAME, mimic_attention)
-    AttentionMaskInterface.register(ATTN_NAME, materialised_sdpa_mask)
+    register_attention(ATTN_NAME, mimic_attention, materialised_sdpa_mask)
 
 
 register()

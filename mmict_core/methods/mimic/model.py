@@ -7,55 +7,56 @@ Trained to mimic the k-shot teacher's MLP outputs layer by layer (+ lambda * CE)
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...data import Episode
-from ..base import Handle, Method, swap_attr
-from ..distill import capture_outputs, gather_rows, query_positions
+from ..attention import install_attention
+from ..base import Handle, Method
+from ..distill import capture_outputs, check_detached, gather_rows, query_positions, teacher_student_batches
 from ..registry import register_method
 from . import attention
 from .config import MimICConfig
-from .teacher import check_detached, teacher_student_batches
 
 
 @register_method
 class MimIC(Method):
     name = "mimic"
     config_class = MimICConfig
+    tiny_config = {"train_shots": 1}
     needs_teacher = True
     summary = "MimIC: query-gated shift vector per attention head, trained to mimic the k-shot teacher layer by layer"
 
     def __init__(self, backbone, config: MimICConfig | None = None):
         super().__init__(backbone, config)
-        cfg = backbone.text_config
-        L, H = len(backbone.decoder_layers()), int(cfg.num_attention_heads)
-        D = int(getattr(backbone.attention(0), "head_dim", cfg.hidden_size // H))
+        L, H, D = backbone.num_layers, backbone.num_heads, backbone.head_dim
         self.num_layers, self.num_heads, self.head_dim = L, H, D
         g = torch.Generator().manual_seed(self.config.seed)
         dev = backbone.device
         self.shift = nn.Parameter((torch.randn(L, H, D, generator=g) * self.config.shift_init_std).to(dev))  # v (L, H, D)
         self.gate_w = nn.Parameter((torch.randn(L, H, D, generator=g) * self.config.gate_init_std).to(dev))  # w (L, H, D)
         self.gate_b = nn.Parameter(torch.zeros(L, H, device=dev))  # b (L, H)
+        self._capture: dict | None = None
 
     def expected_num_parameters(self) -> int:
         return self.num_layers * self.num_heads * (2 * self.head_dim + 1)
 
     def _attach(self) -> list[Handle]:
-        current = self.backbone.text_config._attn_implementation
-        if current not in attention.STOCK:  # another method's attention function would be bypassed silently
-            raise RuntimeError(f"MimIC cannot attach: the LM's attention is already replaced by {current!r} "
-                               f"(another adapter is attached); detach it first")
-        handles: list[Handle] = []
-        for i in range(self.num_layers):
-            module = self.backbone.attention(i)
-            attention.ACTIVE[module] = (self, i)
-            handles.append(Handle(lambda m=module: attention.ACTIVE.pop(m, None)))
-        handles.append(swap_attr(self.backbone.text_config, "_attn_implementation", attention.ATTN_NAME))
-        return handles
+        return install_attention(self, attention.ATTN_NAME)  # refuses, changing nothing, when another is attached
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """Attention-capture protocol: per layer (1 - mu (B, H, T), mu (B, H, T, 1)) — the real
+        keys' share and the shift's gate mu, MimIC's one "virtual slot" standing in for the demos."""
+        self._capture = {}
+        try:
+            yield self._capture
+        finally:
+            self._capture = None
 
     def loss(self, episodes: Sequence[Episode], loss_on: str = "query") -> tuple[torch.Tensor, dict[str, float]]:
         """align_weight * mean_l MSE(student MLP_l, teacher MLP_l) at the query's tokens + ce_weight * CE."""

@@ -199,6 +199,7 @@ class VanillaFT(HubTuned):
 class VanillaICT(HubTuned):
     name = "vanilla-ict"
     config_class = VanillaICTConfig
+    tiny_config = {"shots": 2, "train_shots": 2}
     uses_demos = True
     summary = "fine-tune the M-Hub on k-shot episodes; demos as raw image tokens + text (plain interleaved layout)"
 
@@ -207,6 +208,7 @@ class VanillaICT(HubTuned):
 class MMICT(HubTuned):
     name = "mmict"
     config_class = MMICTConfig
+    tiny_config = {"shots": 2, "train_shots": 2}
     uses_demos = True
     summary = "MMICT: demos as M-Hub text-token features, query as instruction-guided query tokens; M-Hub fine-tuned"
 
