@@ -149,9 +149,10 @@ def cmd_app(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """A quick ICL evaluation of the teaching VLM on every task, small."""
-    ns = argparse.Namespace(task="shapes-vqa,binding,format,operator", shots=[0, 1, 2, 4, 8], episodes=args.episodes,
-                            seed=0, quant="none", selection="random", json=None, backbone=None, batch_size=64,
-                            quiet=False)
+    # every field run_eval reads: built from the eval parser's own defaults, so a new eval flag cannot be missed
+    ns = build_parser().parse_args(["eval", "--task", "shapes-vqa,binding,format,operator",
+                                    "--episodes", str(args.episodes), "--batch-size", "64"])
+    ns.quiet = args.quiet
     run_eval(ns)
 
 
@@ -418,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="a quick ICL evaluation table of the teaching VLM on every task")
     d.add_argument("--episodes", type=_positive, default=100)
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
     v = sub.add_parser("vlibrary", help="the adapter library: list, show, search, add, remove "
