@@ -249,8 +249,10 @@ class Studio:
     def train(self, method: str, task: str, samples: float, steps: float, lr: float, rank: float, seed: float,
               request: gr.Request = None, progress=gr.Progress()):
         s = self.session(request)
-        req = TrainRequest(method=method, task=task, samples=int(samples or 0), steps=int(steps or 0),
-                           lr=float(lr) if lr else None, rank=int(rank) if rank and rank_field(method) else None,
+        # an empty field is refused by validate(); a 0 is refused too, never replaced by a default
+        req = TrainRequest(method=method, task=task, samples=samples, steps=steps,
+                           lr=None if lr is None else float(lr),
+                           rank=rank if rank is not None and rank_field(method) else None,
                            seed=int(seed or 0))
         req.validate()
         events: queue.Queue = queue.Queue()

@@ -7,6 +7,7 @@ keep it in a VLibrary — so neither front end holds logic of its own.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -256,14 +257,22 @@ class TrainRequest:
             raise WorkbenchError(f"{self.method!r} is not a trainable method; choose one of {', '.join(trainable_methods())}")
         if self.task not in GALLERY_TASKS:
             raise WorkbenchError(f"unknown task {self.task!r}; choose one of {', '.join(GALLERY_TASKS)}")
+        def whole(v) -> bool:
+            return (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and int(v) == v)
+
         for name, lo, hi in (("samples", 1, 100_000), ("steps", 1, self.max_steps), ("batch_size", 1, 256)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or not lo <= v <= hi:
+            if not whole(v) or not lo <= v <= hi:
                 raise WorkbenchError(f"{name} must be a whole number between {lo} and {hi}, got {v!r}")
-        if self.lr is not None and not 1e-6 <= float(self.lr) <= 1.0:
-            raise WorkbenchError(f"learning rate must be between 1e-6 and 1, got {self.lr}")
-        if self.rank is not None and not 1 <= int(self.rank) <= 256:
-            raise WorkbenchError(f"rank must be between 1 and 256, got {self.rank}")
+            setattr(self, name, int(v))
+        if self.lr is not None:
+            if (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr)
+                    or not 1e-6 <= self.lr <= 1.0):
+                raise WorkbenchError(f"learning rate must be between 1e-6 and 1, got {self.lr!r}")
+        if self.rank is not None:
+            if not whole(self.rank) or not 1 <= self.rank <= 256:
+                raise WorkbenchError(f"rank must be a whole number between 1 and 256, got {self.rank!r}")
+            self.rank = int(self.rank)
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 
 from ..data import Example
 from ..methods import AdapterLoadError, Method, get_method, read_adapter
-from ..methods.base import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from ..methods.base import ADAPTER_CONFIG, ADAPTER_WEIGHTS, nonfinite_tensors
 
 ENTRY_FILE = "entry.json"
 ADAPTER_DIR = "adapter"
@@ -120,6 +120,10 @@ class VLibrary:
         ``key_examples``: a few training examples; their pooled image tokens become the entry's
         retrieval key for :meth:`search_by_example`.
         """
+        bad = nonfinite_tensors(method.state_dict())
+        if bad:
+            raise LibraryError(f"the {method.name} adapter holds NaN or infinite values (in {bad[:3]}): its training "
+                               f"diverged; retrain it with a lower learning rate")
         key = None
         if key_examples:
             images = [im for ex in key_examples for im in ex.images]

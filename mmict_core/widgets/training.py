@@ -13,6 +13,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from .. import viz
+from ..methods import get_method
 from ..workbench import GALLERY_TASKS, Session, TrainOutcome, TrainRequest, rank_field, trainable_methods
 from ._common import BUSY, USER_ERRORS, Panel, backbone_lock, set_figure
 
@@ -22,8 +23,8 @@ FIGURE_HEIGHT = 320  # px
 class TrainingPanel(Panel):
     """Train an adapter on ``session``'s backbone.
 
-    Widgets: ``method``, ``task``, ``steps``, ``lr``, ``samples``, ``batch_size``, ``rank`` (0 = the
-    method's default; only for methods with a rank), ``seed``, ``fixed_binding``; ``train_button``,
+    Widgets: ``method``, ``task``, ``steps``, ``lr``, ``samples``, ``batch_size``, ``rank`` (set to the
+    method's default when the method changes; only for methods with a rank), ``seed``, ``fixed_binding``; ``train_button``,
     ``cancel_button``; ``progress`` (IntProgress, step / steps); ``figure`` (a ``go.FigureWidget``
     with :func:`mmict_core.viz.loss_curve`, updated in place while training); ``status``.
 
@@ -56,8 +57,8 @@ class TrainingPanel(Panel):
         self.lr = W.BoundedFloatText(value=lr, min=1e-6, max=1.0, step=1e-3, description="lr", style=style, layout=small)
         self.samples = W.BoundedIntText(value=samples, min=1, max=100_000, description="samples", style=style, layout=small)
         self.batch_size = W.BoundedIntText(value=batch_size, min=1, max=256, description="batch", style=style, layout=small)
-        self.rank = W.BoundedIntText(value=0, min=0, max=256, description="rank (0 = default)", style=style,
-                                     layout=W.Layout(width="190px"))
+        self.rank = W.BoundedIntText(value=8, min=1, max=256, description="rank", style=style,
+                                     layout=W.Layout(width="150px"))
         self.seed = W.IntText(value=0, description="seed", style=style, layout=W.Layout(width="120px"))
         self.fixed_binding = W.Checkbox(value=False, description="fixed binding (binding task)", indent=False)
         self.train_button = W.Button(description="Train", button_style="primary", icon="play")
@@ -83,10 +84,10 @@ class TrainingPanel(Panel):
 
     def request(self) -> TrainRequest:
         """The :class:`TrainRequest` the widgets describe."""
-        rank = int(self.rank.value)
         return TrainRequest(method=self.method.value, task=self.task.value, samples=int(self.samples.value),
                             steps=int(self.steps.value), lr=float(self.lr.value),
-                            rank=rank if rank and rank_field(self.method.value) else None, seed=int(self.seed.value),
+                            rank=int(self.rank.value) if rank_field(self.method.value) else None,
+                            seed=int(self.seed.value),
                             batch_size=int(self.batch_size.value), fixed_binding=bool(self.fixed_binding.value))
 
     def start(self) -> None:
@@ -135,7 +136,10 @@ class TrainingPanel(Panel):
 
     # -- internals ----------------------------------------------------------------------------
     def _rank_enabled(self) -> None:
-        self.rank.disabled = rank_field(self.method.value) is None
+        rf = rank_field(self.method.value)
+        self.rank.disabled = rf is None
+        if rf is not None:  # the method's own default, shown (never a hidden "0 = default")
+            self.rank.value = get_method(self.method.value).config_class.__dataclass_fields__[rf].default
 
     def _run(self, req: TrainRequest, lock: threading.Lock) -> None:
         try:
