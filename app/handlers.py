@@ -19,11 +19,25 @@ import gradio as gr
 import numpy as np
 
 from mmict_core import viz
+from mmict_core.messages import INTERNAL, public_message
 from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS, Session, TrainRequest, WorkbenchError,
                                   rank_field, trainable_methods)
 
 log = logging.getLogger("mmict.app")
 THUMB = 96  # px of gallery thumbnails (nearest-neighbour upscale of the 32 px images)
+
+
+EXPECTED = (WorkbenchError, ValueError, KeyError, OSError)
+
+
+def _user_error(fn_name: str, e: Exception) -> gr.Error:
+    """The message a user sees: an expected error without server paths; anything else a plain
+    'something went wrong' (the traceback goes to the server log, never to the browser)."""
+    if isinstance(e, EXPECTED):
+        log.info("handler %s refused: %s", fn_name, e)
+        return gr.Error(public_message(e))
+    log.exception("handler %s failed", fn_name)
+    return gr.Error(INTERNAL)
 
 
 def friendly(fn):
@@ -35,11 +49,8 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except (WorkbenchError, ValueError, TypeError, KeyError, OSError) as e:
-            raise gr.Error(str(e).strip("'\"") or type(e).__name__) from e
         except Exception as e:  # noqa: BLE001 — the app must keep serving
-            log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(f"internal error in {fn.__name__}: {type(e).__name__}: {e}") from e
+            raise _user_error(fn.__name__, e) from e
 
     return wrapper
 
@@ -53,13 +64,15 @@ def friendly_gen(fn):
             yield from fn(*args, **kwargs)
         except gr.Error:
             raise
-        except (WorkbenchError, ValueError, TypeError, KeyError, OSError) as e:
-            raise gr.Error(str(e).strip("'\"") or type(e).__name__) from e
         except Exception as e:  # noqa: BLE001
-            log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(f"internal error in {fn.__name__}: {type(e).__name__}: {e}") from e
+            raise _user_error(fn.__name__, e) from e
 
     return wrapper
+
+
+def _warn(notes) -> None:
+    for n in notes or []:
+        gr.Warning(n)
 
 
 def upscale(img: np.ndarray, size: int = THUMB) -> np.ndarray:
@@ -78,9 +91,14 @@ class Studio:
     """The app's server side: shared backbones, one :class:`Session` per browser tab."""
 
     def __init__(self, spec: str | None = None, quant: str = "none", workdir: str | Path | None = None,
-                 pool_size: int = 24):
+                 pool_size: int = 24, public: bool = False, allowed_roots=()):
         self.cache = BackboneCache()
         self.spec, self.quant, self.pool_size = spec or "teaching", quant, pool_size
+        # served beyond this machine: /load_backbone only reads folders under these roots
+        self.public = public
+        self.allowed_roots = [Path(r).resolve() for r in allowed_roots]
+        if spec and Path(spec).exists():
+            self.allowed_roots.append(Path(spec).resolve().parent)
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mmict-app-"))
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -109,10 +127,27 @@ class Studio:
             shutil.rmtree(self.workdir / "sessions" / "".join(c for c in key if c.isalnum())[:64], ignore_errors=True)
 
     # -- backbone -----------------------------------------------------------------------------
+    def check_backbone_spec(self, spec: str) -> str:
+        """``spec`` if this server may load it: anything on a localhost server; only 'teaching', the
+        startup backbone and folders under the allowed roots when it serves beyond localhost.  The
+        refusal is the same whether or not the path exists (no probing of server paths)."""
+        spec = (spec or "").strip() or "teaching"
+        if not self.public or spec in ("teaching", self.spec):
+            return spec
+        try:
+            p = Path(spec).expanduser().resolve()
+            ok = any(p == r or r in p.parents for r in self.allowed_roots)
+        except (OSError, RuntimeError, ValueError):
+            ok = False
+        if not ok:
+            raise WorkbenchError("this server only loads the teaching backbone and the backbones its operator "
+                                 "allowed; ask them to start it with --allow-backbone-dir")
+        return spec
+
     @friendly
     def load_backbone(self, spec: str, quant: str, request: gr.Request = None):
         s = self.session(request)
-        bb, info = self.cache.get((spec or "").strip() or "teaching", quant)
+        bb, info = self.cache.get(self.check_backbone_spec(spec), quant)
         if bb is not s.backbone:
             s.backbone, s.info = bb, info
             s.adapters.clear()  # adapters belong to the backbone they were trained on
@@ -136,10 +171,11 @@ class Studio:
         try:
             cost = f"{s.demo_tokens()} LM tokens"
         except ValueError as e:
-            cost = f"does not fit: {e}"
+            cost = f"does not fit: {public_message(e)}"
         ctx = s.backbone.context_length
         head = f"**{len(s.selected)} demonstrations**, costing {cost}" + (f" (context {ctx})" if ctx else "")
-        return head + ("\n\n" + "\n".join(rows) if rows else "\n\nClick gallery images to add them.")
+        warn = "".join(f"\n\n⚠ {w}" for w in s.demo_warnings())
+        return head + warn + ("\n\n" + "\n".join(rows) if rows else "\n\nClick gallery images to add them.")
 
     def query_value(self, s: Session):
         q = s.query
@@ -200,12 +236,14 @@ class Studio:
         if _path(file) is None:
             raise WorkbenchError("no file: choose an image file to upload")
         s.add_upload(_path(file), prompt, answer)
+        _warn(s.notes)
         return self._demo_outputs(s)
 
     @friendly
     def set_query(self, file, prompt: str, answer: str, request: gr.Request = None):
         s = self.session(request)
         s.set_query(image=_path(file), prompt=prompt, answer=answer)
+        _warn(s.notes)
         return self._demo_outputs(s)
 
     @friendly
@@ -226,7 +264,7 @@ class Studio:
         if not labels:
             raise WorkbenchError("choose at least one method to compare")
         rows = s.compare(labels)
-        table = [[r.method, r.shots, r.output if not r.error else f"(not run: {r.error})",
+        table = [[r.method, r.shots, r.output if not r.error else f"(not run: {public_message(r.error)})",
                   {True: "✓", False: "✗", None: "?"}[r.correct], round(r.latency_ms, 1), r.lm_tokens] for r in rows]
         return table, viz.case_study_html(*self._case_args(s))
 

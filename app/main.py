@@ -6,7 +6,11 @@ users never drive the model at once; each browser tab has its own session.
 """
 from __future__ import annotations
 
-import gradio as gr
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports to Gradio's servers
+
+import gradio as gr  # noqa: E402
 
 from mmict_core.backbones import QUANT_MODES
 from mmict_core.workbench import AUTO_STRATEGIES, GALLERY_TASKS, trainable_methods
@@ -22,7 +26,7 @@ at the attention HiFICL's virtual key/value pairs receive.  Everything is comput
 
 
 def build_app(studio: Studio) -> gr.Blocks:
-    with gr.Blocks(title="MMICT Studio") as demo:
+    with gr.Blocks(title="MMICT Studio", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Backbone", id="backbone"):
             with gr.Row():
@@ -156,10 +160,14 @@ def build_app(studio: Studio) -> gr.Blocks:
     return demo
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def launch(spec: str | None = None, quant: str = "none", host: str = "127.0.0.1", port: int = 7860,
-           share: bool = False, workdir: str | None = None, block: bool = True):
-    """Build the app on ``spec`` and serve it; returns (demo, url, studio) (at once when ``block`` is False)."""
-    studio = Studio(spec, quant, workdir=workdir)
+           share: bool = False, workdir: str | None = None, block: bool = True, allowed_roots=()):
+    """Build the app on ``spec`` and serve it; returns (demo, url, studio) (at once when ``block`` is False).
+    Served beyond localhost (another ``host`` or ``share``), backbones load only from ``allowed_roots``."""
+    studio = Studio(spec, quant, workdir=workdir, public=share or host not in LOCAL_HOSTS, allowed_roots=allowed_roots)
     demo = build_app(studio)
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD,
                             prevent_thread_lock=not block, show_error=True)

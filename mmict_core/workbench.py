@@ -334,6 +334,7 @@ class Session:
         self.uploads: list[Example] = []
         self.last_rows: list[CompareRow] = []
         self.last_train: TrainOutcome | None = None
+        self.notes: list[str] = []  # warnings about the last text typed (unknown words)
         self.cancel = threading.Event()  # set while training runs: stop after the current step
         self.training = False
         self.load_pool(task, pool_size, seed=seed)
@@ -372,19 +373,50 @@ class Session:
     def auto_fill(self, strategy: str, k: int, seed: int = 0) -> None:
         self.selected = auto_select(strategy, self.items, self.query, k, seed=seed, backbone=self.backbone)
 
+    def check_text(self, prompt: str, answer: str = "") -> list[str]:
+        """Refuse typed control tokens (WorkbenchError); warnings for words the model does not know."""
+        from .messages import refuse_control_tokens, unknown_word_warnings
+
+        try:
+            refuse_control_tokens(prompt, self.backbone, "the question")
+            refuse_control_tokens(answer, self.backbone, "the answer")
+        except ValueError as e:
+            raise WorkbenchError(str(e)) from None
+        self.notes = unknown_word_warnings(self.backbone, f"{prompt or ''} {answer or ''}")
+        return self.notes
+
     def add_upload(self, image, prompt: str, answer: str) -> int:
-        """Add a user example to the gallery (it needs an answer to serve as a demonstration)."""
+        """Add a user example to the gallery (it needs an answer to serve as a demonstration).
+        Warnings about its words are in :attr:`notes`."""
         if not (answer or "").strip():
             raise WorkbenchError("a demonstration needs its answer: type the answer for the uploaded image")
+        self.check_text(prompt, answer)
         self.uploads.append(user_example(image, prompt, answer, task=self.task))
         return len(self.items) - 1
 
     def set_query(self, image=None, prompt: str | None = None, answer: str | None = None) -> None:
-        """Replace the query's image and/or question; ``answer`` '' means unknown."""
+        """Replace the query's image and/or question; ``answer`` '' means unknown.  Warnings about
+        its words are in :attr:`notes`."""
         img = self.query.images[0] if image is None else image
         q = self.query.prompt if prompt is None else prompt
         a = (self.query.answer if answer is None else answer)
+        self.check_text(q, a)
         self.query = user_example(img, q, a, task=self.task)
+
+    def demo_warnings(self) -> list[str]:
+        """The query picked as a demonstration, and demonstrations picked twice (same image and question)."""
+        def same(a: Example, b: Example) -> bool:
+            return (a.prompt.strip().lower() == b.prompt.strip().lower() and len(a.images) == len(b.images)
+                    and all(np.array_equal(x, y) for x, y in zip(a.images, b.images)))
+
+        out, demos = [], self.demos
+        for j, d in enumerate(demos):
+            if same(d, self.query):
+                out.append(f"demonstration {j + 1} is the query itself: the model can copy its answer; remove it")
+            twin = next((i for i in range(j) if same(demos[i], d)), None)
+            if twin is not None:
+                out.append(f"demonstrations {twin + 1} and {j + 1} are the same example")
+        return out
 
     def use_as_query(self, i: int) -> None:
         if not 0 <= i < len(self.items):
