@@ -7,8 +7,8 @@ library's message; the server keeps serving.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
-import queue
 import shutil
 import tempfile
 import threading
@@ -20,6 +20,7 @@ import numpy as np
 
 from mmict_core import viz
 from mmict_core.messages import INTERNAL, public_message
+from mmict_core.workbench_jobs import using_model
 from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS, Session, TrainRequest, WorkbenchError,
                                   rank_field, trainable_methods)
 
@@ -66,6 +67,20 @@ def friendly_gen(fn):
             raise
         except Exception as e:  # noqa: BLE001
             raise _user_error(fn.__name__, e) from e
+
+    return wrapper
+
+
+def on_model(fn):
+    """Run the handler holding its session's model lock (the one a TrainJob holds while training),
+    so no model call overlaps a run that is still finishing a step."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        request = sig.bind(self, *args, **kwargs).arguments.get("request")
+        with using_model(self.session(request).backbone):
+            return fn(self, *args, **kwargs)
 
     return wrapper
 
@@ -120,11 +135,22 @@ class Studio:
             return self.sessions[key]
 
     def drop_session(self, request: gr.Request = None) -> None:
+        """The tab closed: its session is closed (its training job cancelled, nothing written into it
+        afterwards) and its folder removed once the job has let go of it."""
         key = getattr(request, "session_hash", None)
         with self._lock:
-            self.sessions.pop(key, None)
+            s = self.sessions.pop(key, None)
+        if s is not None:
+            s.close()
+        folder = self.workdir / "sessions" / "".join(c for c in (key or "") if c.isalnum())[:64]
+
+        def remove():
+            if s is not None and s.job is not None:
+                s.job.wait_quietly(120)
+            shutil.rmtree(folder, ignore_errors=True)
+
         if key:
-            shutil.rmtree(self.workdir / "sessions" / "".join(c for c in key if c.isalnum())[:64], ignore_errors=True)
+            threading.Thread(target=remove, name="mmict-drop-session", daemon=True).start()
 
     # -- backbone -----------------------------------------------------------------------------
     def check_backbone_spec(self, spec: str) -> str:
@@ -185,28 +211,33 @@ class Studio:
         return self.gallery_value(s), self.demo_summary(s), *self.query_value(s)
 
     @friendly
+    @on_model
     def refresh(self, request: gr.Request = None):
         return self._demo_outputs(self.session(request))
 
     @friendly
+    @on_model
     def new_pool(self, task: str, size: float, seed: float, request: gr.Request = None):
         s = self.session(request)
         s.load_pool(task, int(size), seed=int(seed), index=int(seed))
         return self._demo_outputs(s)
 
     @friendly
+    @on_model
     def pick(self, evt: gr.SelectData, request: gr.Request = None):
         s = self.session(request)
         s.toggle(int(evt.index))
         return self._demo_outputs(s)
 
     @friendly
+    @on_model
     def toggle(self, index: float, request: gr.Request = None):
         s = self.session(request)
         s.toggle(int(index))
         return self._demo_outputs(s)
 
     @friendly
+    @on_model
     def move(self, position: float, delta: int, request: gr.Request = None):
         s = self.session(request)
         s.move(int(position) - 1, delta)
@@ -219,18 +250,21 @@ class Studio:
         return self.move(position, +1, request)
 
     @friendly
+    @on_model
     def clear(self, request: gr.Request = None):
         s = self.session(request)
         s.clear()
         return self._demo_outputs(s)
 
     @friendly
+    @on_model
     def auto_fill(self, strategy: str, k: float, seed: float, request: gr.Request = None):
         s = self.session(request)
         s.auto_fill(strategy, int(k), seed=int(seed))
         return self._demo_outputs(s)
 
     @friendly
+    @on_model
     def upload_demo(self, file, prompt: str, answer: str, request: gr.Request = None):
         s = self.session(request)
         if _path(file) is None:
@@ -240,6 +274,7 @@ class Studio:
         return self._demo_outputs(s)
 
     @friendly
+    @on_model
     def set_query(self, file, prompt: str, answer: str, request: gr.Request = None):
         s = self.session(request)
         s.set_query(image=_path(file), prompt=prompt, answer=answer)
@@ -247,6 +282,7 @@ class Studio:
         return self._demo_outputs(s)
 
     @friendly
+    @on_model
     def query_from_gallery(self, index: float, request: gr.Request = None):
         s = self.session(request)
         s.use_as_query(int(index))
@@ -259,6 +295,7 @@ class Studio:
         return gr.Dropdown(choices=names, value=names, multiselect=True)
 
     @friendly
+    @on_model
     def compare(self, labels: list[str], request: gr.Request = None):
         s = self.session(request)
         if not labels:
@@ -286,55 +323,58 @@ class Studio:
     @friendly_gen
     def train(self, method: str, task: str, samples: float, steps: float, lr: float, rank: float, seed: float,
               request: gr.Request = None, progress=gr.Progress()):
+        """Drive the session's :class:`TrainJob`: stream its loss curve; a tab closed mid-run cancels
+        the job (``drop_session``); the job itself holds the model lock while it trains."""
         s = self.session(request)
+        if s.cancel_queued:  # Cancel was pressed while this request waited in the queue
+            s.cancel_queued = False
+            yield "cancelled before it started", viz.loss_curve([], title=f"{method} on {task}")
+            return
         # an empty field is refused by validate(); a 0 is refused too, never replaced by a default
         req = TrainRequest(method=method, task=task, samples=samples, steps=steps,
                            lr=None if lr is None else float(lr),
                            rank=rank if rank is not None and rank_field(method) else None,
                            seed=int(seed or 0))
-        req.validate()
-        events: queue.Queue = queue.Queue()
-        box: dict = {}
-
-        def run():
-            try:
-                box["out"] = s.train(req, callback=lambda st, tot, loss: events.put((st, tot, loss)))
-            except Exception as e:  # noqa: BLE001 — reported to the user below
-                box["error"] = e
-            finally:
-                events.put(None)
-
-        th = threading.Thread(target=run, daemon=True)
-        th.start()
-        losses: list[float] = []
+        job = s.start_training(req)
+        s.train_requested = False
+        title = f"{method} on {task}"
         last_yield = 0.0
         progress(0, desc=f"training {method}")
-        while True:
-            ev = events.get()
-            if ev is None:
-                break
-            st, tot, loss = ev
-            losses.append(loss)
-            progress(st / tot, desc=f"training {method}: step {st}/{tot}, loss {loss:.3f}")
-            if time.time() - last_yield > 0.5 or st == tot:
-                last_yield = time.time()
-                yield f"step {st}/{tot} · loss {loss:.4f}", viz.loss_curve(losses, title=f"{method} on {task}")
-        th.join()
-        if "error" in box:
-            raise box["error"]
-        out = box["out"]
-        name = list(s.adapters)[-1]
+        try:
+            for ev in job.events():
+                progress(ev.step / ev.total, desc=f"training {method}: step {ev.step}/{ev.total}")
+                if time.time() - last_yield > 0.5 or ev.step == ev.total:
+                    last_yield = time.time()
+                    yield (f"step {ev.step}/{ev.total} · loss {ev.loss:.4f} · about {ev.eta_seconds:.0f} s left",
+                           viz.loss_curve(job.losses, title=title))
+            out = job.wait()
+        finally:
+            if not job.done:  # the stream was closed (tab gone): the job must not outlive it
+                job.cancel()
+        losses = job.losses
+        if out is None:
+            yield "cancelled before it started", viz.loss_curve([], title=title)
+            return
         state = "cancelled after" if out.cancelled else "finished:"
         yield (f"{state} {out.result.steps} steps in {out.result.seconds:.1f} s; final loss "
-               f"{losses[-1]:.4f}. Saved to this session's VLibrary as **{name}** — it is now in Compare."
-               if losses else f"{state} 0 steps"), viz.loss_curve(losses, title=f"{method} on {task}")
+               f"{losses[-1]:.4f}. Saved to this session's VLibrary as **{job.adapter_name}** — it is now in Compare."
+               if losses else f"{state} 0 steps"), viz.loss_curve(losses, title=title)
+
+    def request_training(self, request: gr.Request = None) -> str:
+        """The Train button's first, unqueued step: marks a run as requested, so a Cancel pressed while
+        it waits in the queue is remembered."""
+        s = self.session(request)
+        s.train_requested, s.cancel_queued = True, False
+        return "queued: waiting for the model…"
 
     def cancel(self, request: gr.Request = None) -> str:
         s = self.session(request)
-        if not s.training:
-            return "nothing is training"
-        s.cancel.set()
-        return "cancelling… (the adapter keeps the steps done so far)"
+        if s.job is not None and not s.job.done:
+            return s.job.cancel()
+        if s.train_requested:
+            s.train_requested, s.cancel_queued = False, True
+            return "cancelled: the queued training will not start"
+        return "nothing is training"
 
     # -- attention ----------------------------------------------------------------------------
     def attention_choices(self, request: gr.Request = None):
@@ -343,6 +383,7 @@ class Studio:
         return gr.Dropdown(choices=names, value=names[-1] if names else None)
 
     @friendly
+    @on_model
     def attention(self, label: str, layer: float, request: gr.Request = None):
         s = self.session(request)
         if not label:
@@ -384,6 +425,7 @@ class Studio:
         return {k: v for k, v in s.library.show(name).items() if k != "path"}  # no server paths in the browser
 
     @friendly
+    @on_model
     def library_load(self, name: str, request: gr.Request = None):
         s = self.session(request)
         if not name:
@@ -392,6 +434,7 @@ class Studio:
         return f"loaded {name}: it is now in Compare", *self._library_outputs(s)
 
     @friendly
+    @on_model
     def library_compose(self, names: list[str], weights: str, request: gr.Request = None):
         s = self.session(request)
         w = None

@@ -143,7 +143,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         q_from.click(studio.query_from_gallery, q_idx, demo_out, **MODEL)
         run.click(studio.compare, methods, [table, case], **MODEL)
         export.click(studio.export_case, None, files, **MODEL)
-        t_go.click(studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed], [t_status, t_plot],
+        t_go.click(studio.request_training, None, t_status, queue=False).then(studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed], [t_status, t_plot],
                    **MODEL).then(studio.method_choices, None, methods).then(
             studio.attention_choices, None, a_adapter).then(studio.library_list, l_query, lib_out)
         t_cancel.click(studio.cancel, None, t_status, queue=False)

@@ -337,6 +337,13 @@ class Session:
         self.notes: list[str] = []  # warnings about the last text typed (unknown words)
         self.cancel = threading.Event()  # set while training runs: stop after the current step
         self.training = False
+        self.closed = False  # set by close(): no job writes into this session afterwards
+        self.job = None  # the current or last TrainJob (mmict_core.workbench_jobs)
+        self._store = threading.Lock()
+        # a front end's "Train" pressed but not yet started (e.g. waiting in the app's queue), and a
+        # Cancel pressed meanwhile: the run then never starts
+        self.train_requested = False
+        self.cancel_queued = False
         self.load_pool(task, pool_size, seed=seed)
 
     # -- pool and demonstrations --------------------------------------------------------------
@@ -461,15 +468,43 @@ class Session:
         finally:
             self.training = False
             self.cancel.clear()  # a cancel pressed before the first step still counts; none carries over
-        existing = list(self.adapters) + ([e["name"] for e in self.library.list()] if self.library else [])
-        name = library_name(req, existing)
-        if self.library is not None:
-            self.library.add(name, out.method, task=req.task, samples=int(req.samples),
-                             description=f"{req.method} on {req.task}, {out.result.steps} steps" + (" (cancelled)" if out.cancelled else ""),
-                             metrics={"final_loss": out.result.losses[-1]} if out.result.losses else None)
-        self.adapters[name] = out.method
-        self.last_train = out
+        with self._store:  # close() waits for this, and after it nothing is written here
+            if self.closed:
+                raise WorkbenchError("this session was closed while training; nothing was saved")
+            existing = list(self.adapters) + ([e["name"] for e in self.library.list()] if self.library else [])
+            name = library_name(req, existing)
+            if self.library is not None:
+                self.library.add(name, out.method, task=req.task, samples=int(req.samples),
+                                 description=f"{req.method} on {req.task}, {out.result.steps} steps" + (" (cancelled)" if out.cancelled else ""),
+                                 metrics={"final_loss": out.result.losses[-1]} if out.result.losses else None)
+            self.adapters[name] = out.method
+            self.last_train = out
         return out
+
+    def new_job(self, req: TrainRequest, on_step=None):
+        """This session's :class:`~mmict_core.workbench_jobs.TrainJob` for ``req`` (not started yet)."""
+        from .workbench_jobs import TrainJob
+
+        if self.closed:
+            raise WorkbenchError("this session is closed")
+        if self.job is not None and not self.job.done:
+            raise WorkbenchError("a training run is already going: cancel it first")
+        self.job = TrainJob(self, req, on_step=on_step)
+        return self.job
+
+    def start_training(self, req: TrainRequest, *, threaded: bool = True, on_step=None):
+        """:meth:`new_job`, started: queued for the model, then trained (in a thread if ``threaded``)."""
+        return self.new_job(req, on_step=on_step).start(threaded=threaded)
+
+    def close(self) -> None:
+        """The session ends (tab closed): its job is cancelled and nothing is written here afterwards."""
+        with self._store:
+            self.closed = True
+        if self.job is not None:
+            self.job.cancel()
+
+    def name_of(self, method: Method) -> str | None:
+        return next((n for n, m in self.adapters.items() if m is method), None)
 
     def load_from_library(self, name: str) -> str:
         if self.library is None:

@@ -1,8 +1,9 @@
 """The training panel: method, task, steps, learning rate; live progress and loss curve; cancel.
 
-Training is :meth:`Session.train` (so the adapter lands in the session and, when it has one, in its
-VLibrary), run in a background thread so the notebook stays responsive; ``threaded=False`` runs it
-in the caller (tests, scripted notebook cells)."""
+Training is the session's :class:`~mmict_core.workbench_jobs.TrainJob` (so the adapter lands in the
+session and, when it has one, in its VLibrary; cancel and the model lock are the job's), run in a
+background thread so the notebook stays responsive; ``threaded=False`` runs it in the caller (tests,
+scripted notebook cells)."""
 from __future__ import annotations
 
 import threading
@@ -15,7 +16,7 @@ import plotly.graph_objects as go
 from .. import viz
 from ..methods import get_method
 from ..workbench import GALLERY_TASKS, Session, TrainOutcome, TrainRequest, rank_field, trainable_methods
-from ._common import BUSY, USER_ERRORS, Panel, backbone_lock, set_figure
+from ._common import USER_ERRORS, Panel, set_figure
 
 FIGURE_HEIGHT = 320  # px
 
@@ -45,6 +46,7 @@ class TrainingPanel(Panel):
         self.outcome: TrainOutcome | None = None
         self.adapter_name: str | None = None
         self.thread: threading.Thread | None = None
+        self.job = None  # the session's TrainJob this panel drives
         self._running = threading.Event()
         self._last_plot = 0.0
         self._title = "training loss"
@@ -91,19 +93,16 @@ class TrainingPanel(Panel):
                             batch_size=int(self.batch_size.value), fixed_binding=bool(self.fixed_binding.value))
 
     def start(self) -> None:
-        """What the Train button does: validate, take the backbone, train (in a thread if ``threaded``)."""
+        """What the Train button does: validate, then drive the session's TrainJob (queued for the
+        model, then trained; in a thread if ``threaded``)."""
         if self.running:
             self._say("a training run is already going: cancel it first", "busy")
             return
         try:
             req = self.request()
-            req.validate()
+            self.job = self.session.new_job(req, on_step=self._step)
         except USER_ERRORS as e:
             self._say(str(e), "error")
-            return
-        lock = backbone_lock(self.session.backbone)
-        if not lock.acquire(blocking=False):
-            self._say(BUSY, "busy")
             return
         self._running.set()
         self._title = f"{req.method} on {req.task}: training loss"
@@ -115,18 +114,17 @@ class TrainingPanel(Panel):
         self.train_button.disabled, self.cancel_button.disabled = True, False
         self._say(f"training {req.method} on {req.task} for {req.steps} steps ...")
         if self.threaded:
-            self.thread = threading.Thread(target=self._run, args=(req, lock), name="mmict-train", daemon=True)
+            self.thread = threading.Thread(target=self._run, name="mmict-train-panel", daemon=True)
             self.thread.start()
         else:
-            self._run(req, lock)
+            self._run()
 
     def cancel(self) -> None:
-        """What the Cancel button does: the run stops after its current step (the adapter keeps it)."""
-        if not self.running:
+        """What the Cancel button does: the job stops before it starts or after its current step."""
+        if not self.running or self.job is None:
             self._say("nothing is training")
             return
-        self.session.cancel.set()
-        self._say("cancelling after the current step ...", "busy")
+        self._say(self.job.cancel(), "busy")
 
     def wait(self, timeout: float | None = None) -> TrainOutcome | None:
         """Block until the background run ends; returns its outcome (None if it failed)."""
@@ -141,15 +139,20 @@ class TrainingPanel(Panel):
         if rf is not None:  # the method's own default, shown (never a hidden "0 = default")
             self.rank.value = get_method(self.method.value).config_class.__dataclass_fields__[rf].default
 
-    def _run(self, req: TrainRequest, lock: threading.Lock) -> None:
+    def _run(self) -> None:
+        job = self.job
         try:
-            out = self.session.train(req, callback=self._step)
+            job.start(threaded=False)  # this thread: queued for the model lock, then trained
+            out = job.wait()
+            if out is None:
+                self._say("cancelled before it started", "busy")
+                return
             self.outcome = out
             # the authoritative record: a step that saw the cancel flag first never reached _step
             self.losses = list(out.result.losses)
             self.progress.value = out.result.steps
             self.progress.description = f"step {out.result.steps}"
-            self.adapter_name = next(n for n, m in self.session.adapters.items() if m is out.method)
+            self.adapter_name = job.adapter_name
             r = out.result
             how = "cancelled after" if out.cancelled else "finished:"
             last = f"; final loss {r.losses[-1]:.4f}" if r.losses else ""
@@ -166,7 +169,6 @@ class TrainingPanel(Panel):
             raise
         finally:
             self._running.clear()
-            lock.release()
             self._plot(force=True)
             self.train_button.disabled, self.cancel_button.disabled = False, True
             for fn in self.on_done:
@@ -178,8 +180,7 @@ class TrainingPanel(Panel):
         self.progress.description = f"step {step}"
         self._plot(force=step == total)
         for fn in self.on_step:
-            fn(step, total, loss)
-        return False if self.session.cancel.is_set() else None  # a cancel during this step stops here
+            fn(step, total, loss)  # the job reads its cancel flag right after this
 
     def _plot(self, force: bool = False) -> None:
         now = time.monotonic()
