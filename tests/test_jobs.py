@@ -159,3 +159,22 @@ def test_one_user_closes_the_tab_mid_training_the_other_trains_vanilla_ict_and_m
         c1.close()
         c2.close()
         demo.close()
+
+
+def test_app_cancel_pressed_while_the_train_request_waits_in_the_queue(tmp_path):
+    """The Train button first marks the run as requested (unqueued), then /train waits in the queue:
+    a Cancel in between is remembered and the run never starts."""
+    from app.handlers import Studio
+
+    studio = Studio(workdir=tmp_path, pool_size=4)
+    r = Req("queued-user")
+    assert studio.cancel(r) == "nothing is training"
+    assert studio.request_training(r).startswith("queued")
+    assert studio.cancel(r) == "cancelled: the queued training will not start"
+    outs = list(studio.train("lora", "binding", 8, 3, 5e-3, 2, 0, request=r, progress=lambda *a, **k: None))
+    assert outs[-1][0] == "cancelled before it started"
+    assert studio.session(r).adapters == {} and studio.session(r).job is None
+    # the next Train runs normally
+    studio.request_training(r)
+    outs = list(studio.train("lora", "binding", 8, 3, 5e-3, 2, 0, request=r, progress=lambda *a, **k: None))
+    assert "finished: 3 steps" in outs[-1][0]
