@@ -19,7 +19,9 @@ import gradio as gr
 import numpy as np
 
 from mmict_core import viz
+from mmict_core.data import get_task
 from mmict_core.messages import INTERNAL, public_message
+from mmict_core.methods import get_method
 from mmict_core.workbench_jobs import using_model
 from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS, Session, TrainRequest, WorkbenchError,
                                   rank_field, trainable_methods)
@@ -175,8 +177,12 @@ class Studio:
         s = self.session(request)
         bb, info = self.cache.get(self.check_backbone_spec(spec), quant)
         if bb is not s.backbone:
+            dropped = list(s.adapters)
             s.backbone, s.info = bb, info
             s.adapters.clear()  # adapters belong to the backbone they were trained on
+            if dropped:
+                gr.Warning(f"switching backbone removed {len(dropped)} adapter(s) from Compare "
+                           f"({', '.join(dropped)}): they belong to the previous backbone")
         return info.describe()
 
     def backbone_text(self, request: gr.Request = None) -> str:
@@ -189,11 +195,11 @@ class Studio:
         for i, ex in enumerate(s.items):
             mark = f"✓ demo {s.selected.index(i) + 1} · " if i in s.selected else ""
             src = "upload · " if i >= len(s.pool) else ""
-            out.append((upscale(ex.images[0]), f"{mark}{src}#{i} {ex.prompt} → {ex.answer}"))
+            out.append((upscale(ex.images[0]), f"{mark}{src}#{i + 1} {ex.prompt} → {ex.answer}"))
         return out
 
     def demo_summary(self, s: Session) -> str:
-        rows = [f"{j + 1}. #{i} {s.items[i].prompt} → **{s.items[i].answer}**" for j, i in enumerate(s.selected)]
+        rows = [f"{j + 1}. #{i + 1} {s.items[i].prompt} → **{s.items[i].answer}**" for j, i in enumerate(s.selected)]
         try:
             cost = f"{s.demo_tokens()} LM tokens"
         except ValueError as e:
@@ -283,9 +289,12 @@ class Studio:
 
     @friendly
     @on_model
-    def query_from_gallery(self, index: float, request: gr.Request = None):
+    def query_from_gallery(self, number: float, request: gr.Request = None):
+        """Pool # counts from 1, like the gallery captions and the demonstration positions."""
         s = self.session(request)
-        s.use_as_query(int(index))
+        if number is None or int(number) < 1:
+            raise WorkbenchError(f"Pool # counts from 1 (the gallery's #1 … #{len(s.items)}), got {number!r}")
+        s.use_as_query(int(number) - 1)
         return self._demo_outputs(s)
 
     # -- compare ------------------------------------------------------------------------------
@@ -360,12 +369,25 @@ class Studio:
                f"{losses[-1]:.4f}. Saved to this session's VLibrary as **{job.adapter_name}** — it is now in Compare."
                if losses else f"{state} 0 steps"), viz.loss_curve(losses, title=title)
 
-    def request_training(self, request: gr.Request = None) -> str:
+    def request_training(self, request: gr.Request = None):
         """The Train button's first, unqueued step: marks a run as requested, so a Cancel pressed while
-        it waits in the queue is remembered."""
+        it waits in the queue is remembered; the Train button is disabled until the run ends."""
         s = self.session(request)
         s.train_requested, s.cancel_queued = True, False
-        return "queued: waiting for the model…"
+        return "queued: waiting for the model…", gr.Button(interactive=False)
+
+    def training_done(self):
+        return gr.Button(interactive=True)
+
+    def method_info(self, method: str):
+        """The chosen method's one-line summary (from the registry) and its own fields (rank only
+        where the method has one)."""
+        if method not in trainable_methods():
+            return "", gr.Number(visible=False)
+        return f"*{get_method(method).summary}*", gr.Number(visible=rank_field(method) is not None)
+
+    def task_info(self, task: str) -> str:
+        return f"*{get_task(task).description}*" if task in GALLERY_TASKS else ""
 
     def cancel(self, request: gr.Request = None) -> str:
         s = self.session(request)

@@ -69,7 +69,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     q_file = gr.File(label="Replace the query image (optional)", file_types=["image"])
                     with gr.Row():
                         q_set = gr.Button("Set query")
-                        q_idx = gr.Number(value=0, precision=0, label="Pool #")
+                        q_idx = gr.Number(value=1, precision=0, label="Pool # (from 1, as in the gallery)")
                         q_from = gr.Button("Use pool # as query")
 
         with gr.Tab("Compare", id="compare"):
@@ -90,8 +90,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                 t_samples = gr.Number(value=200, precision=0, label="Samples")
                 t_steps = gr.Number(value=80, precision=0, label="Steps")
             with gr.Row():
+                t_method_md = gr.Markdown(studio.method_info("hificl")[0])
+                t_task_md = gr.Markdown(studio.task_info("binding"))
+            with gr.Row():
                 t_lr = gr.Number(value=5e-3, label="Learning rate")
-                t_rank = gr.Number(value=8, precision=0, label="Rank (HiFICL, LoRA)")
+                t_rank = gr.Number(value=8, precision=0, label="Rank")
                 t_seed = gr.Number(value=0, precision=0, label="Seed")
             with gr.Row():
                 t_go = gr.Button("Train", variant="primary")
@@ -143,8 +146,13 @@ def build_app(studio: Studio) -> gr.Blocks:
         q_from.click(studio.query_from_gallery, q_idx, demo_out, **MODEL)
         run.click(studio.compare, methods, [table, case], **MODEL)
         export.click(studio.export_case, None, files, **MODEL)
-        t_go.click(studio.request_training, None, t_status, queue=False).then(studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed], [t_status, t_plot],
-                   **MODEL).then(studio.method_choices, None, methods).then(
+        t_method.change(studio.method_info, t_method, [t_method_md, t_rank])
+        t_task.change(studio.task_info, t_task, t_task_md)
+        # the progress shows on the status line only, so the loss curve stays visible
+        t_go.click(studio.request_training, None, [t_status, t_go], queue=False).then(
+            studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed], [t_status, t_plot],
+            show_progress_on=[t_status], **MODEL).then(studio.training_done, None, t_go).then(
+            studio.method_choices, None, methods).then(
             studio.attention_choices, None, a_adapter).then(studio.library_list, l_query, lib_out)
         t_cancel.click(studio.cancel, None, t_status, queue=False)
         a_go.click(studio.attention, [a_adapter, a_layer], [a_grid, a_tok, a_slots], **MODEL)

@@ -82,7 +82,7 @@ def _flow(page, url, shots, expect):
     expect(summary).to_contain_text("1 demonstrations")
     page.get_by_role("button", name=re.compile(r"^Thumbnail 5 of \d+$")).click()
     expect(summary).to_contain_text("2 demonstrations")
-    expect(page.get_by_text(re.compile(r"^✓ demo 2 · #4 ")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^✓ demo 2 · #5 ")).first).to_be_visible()
     shot("1-demonstrations")
     page.get_by_role("button", name="Fill k automatically").click()
     expect(summary).to_contain_text("4 demonstrations")  # k defaults to 4

@@ -158,7 +158,7 @@ def test_query_picked_as_a_demo_and_duplicate_demos_are_flagged():
     studio = Studio(pool_size=6)
     r = Req("q")
     s = studio.session(r)
-    studio.query_from_gallery(2, r)
+    studio.query_from_gallery(3, r)  # Pool # counts from 1: item index 2
     s.selected = [2]  # the item now also the query, picked again
     summary = studio.refresh(r)[1]
     assert "demonstration 1 is the query itself: the model can copy its answer; remove it" in summary

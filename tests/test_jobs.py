@@ -169,7 +169,7 @@ def test_app_cancel_pressed_while_the_train_request_waits_in_the_queue(tmp_path)
     studio = Studio(workdir=tmp_path, pool_size=4)
     r = Req("queued-user")
     assert studio.cancel(r) == "nothing is training"
-    assert studio.request_training(r).startswith("queued")
+    assert studio.request_training(r)[0].startswith("queued")
     assert studio.cancel(r) == "cancelled: the queued training will not start"
     outs = list(studio.train("lora", "binding", 8, 3, 5e-3, 2, 0, request=r, progress=lambda *a, **k: None))
     assert outs[-1][0] == "cancelled before it started"
