@@ -23,6 +23,7 @@ from mmict_core.data import get_task
 from mmict_core.messages import INTERNAL, public_message
 from mmict_core.methods import get_method
 from mmict_core.workbench_jobs import using_model
+from mmict_core.workbench_store import SessionStore
 from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS, Session, TrainRequest, WorkbenchError,
                                   rank_field, trainable_methods)
 
@@ -118,6 +119,9 @@ class Studio:
             self.allowed_roots.append(Path(spec).resolve().parent)
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mmict-app-"))
         self.sessions: dict[str, Session] = {}
+        # browser sessions that survive a reload: tab (session hash) -> stored session id
+        self.store = SessionStore(self.workdir / "store")
+        self.bound: dict[str, str] = {}
         self._lock = threading.Lock()
         self.cache.get(self.spec, self.quant)  # load the default backbone once, at start
 
@@ -132,9 +136,44 @@ class Studio:
         with self._lock:
             if key not in self.sessions:
                 bb, info = self.cache.get(self.spec, self.quant)
-                root = self.workdir / "sessions" / "".join(c for c in key if c.isalnum())[:64] / "vlibrary"
+                root = (self.store.library_root(self.bound[key]) if key in self.bound else
+                        self.workdir / "sessions" / "".join(c for c in key if c.isalnum())[:64] / "vlibrary")
                 self.sessions[key] = Session(bb, info, library_root=root, pool_size=self.pool_size)
             return self.sessions[key]
+
+    def attach(self, sid, request: gr.Request = None):
+        """Page load: bind this tab to the browser's stored session ``sid`` (from gr.BrowserState), or
+        to a fresh one, and bring back its adapters.  Returns the id the browser keeps."""
+        key = getattr(request, "session_hash", None) or "default"
+        sid = self.store.open(sid)
+        with self._lock:
+            self.bound[key] = sid
+            old = self.sessions.pop(key, None)
+        if old is not None:
+            old.close()
+        s = self.session(request)
+        for e in s.library.list():
+            try:
+                s.load_from_library(e["name"])
+            except Exception:  # noqa: BLE001 — one bad entry does not lose the others
+                log.exception("could not restore adapter %s", e["name"])
+        return sid
+
+    @friendly
+    def clear_session(self, sid, request: gr.Request = None):
+        """"Clear my session": every adapter and result of this browser session is deleted."""
+        key = getattr(request, "session_hash", None) or "default"
+        with self._lock:
+            old_sid = self.bound.pop(key, None)
+            old = self.sessions.pop(key, None)
+        if old is not None:
+            old.close()
+            if old.job is not None:
+                old.job.wait_quietly(60)
+        if old_sid is not None:
+            self.store.clear(old_sid)
+        new = self.attach(None, request)
+        return new, "cleared: this session's adapters and results are deleted"
 
     def drop_session(self, request: gr.Request = None) -> None:
         """The tab closed: its session is closed (its training job cancelled, nothing written into it
@@ -142,8 +181,11 @@ class Studio:
         key = getattr(request, "session_hash", None)
         with self._lock:
             s = self.sessions.pop(key, None)
+            stored = self.bound.pop(key, None)
         if s is not None:
             s.close()
+        if stored is not None:  # a browser session: kept for its next visit (until it expires)
+            return
         folder = self.workdir / "sessions" / "".join(c for c in (key or "") if c.isalnum())[:64]
 
         def remove():
@@ -344,6 +386,9 @@ class Studio:
                            lr=None if lr is None else float(lr),
                            rank=rank if rank is not None and rank_field(method) else None,
                            seed=int(seed or 0))
+        key = getattr(request, "session_hash", None) or "default"
+        if key in self.bound:
+            self.store.check_quota(self.bound[key])
         job = s.start_training(req)
         s.train_requested = False
         title = f"{method} on {task}"

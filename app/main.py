@@ -126,14 +126,22 @@ def build_app(studio: Studio) -> gr.Blocks:
                 l_many = gr.Dropdown(label="Compose these entries", choices=[], multiselect=True, allow_custom_value=True)
                 l_weights = gr.Textbox(label="Weights (comma separated; empty = equal)")
                 l_compose = gr.Button("Compose")
+            with gr.Row():
+                l_clear = gr.Button("Clear my session", variant="stop")
+                gr.Markdown("Your adapters are kept on this server for your next visit from this browser "
+                            "(a week after last use); *Clear my session* deletes them now.")
             l_msg = gr.Markdown()
             l_json = gr.JSON()
 
         demo_out = [gallery, demo_md, q_img, q_prompt, q_answer]
         lib_out = [l_table, l_name, l_many]
-        demo.load(studio.refresh, None, demo_out, **MODEL).then(studio.backbone_text, None, info).then(
-            studio.method_choices, None, methods).then(studio.library_list, l_query, lib_out)
+        sid = gr.BrowserState(None, storage_key="mmict-studio-session")
+        demo.load(studio.attach, sid, sid, **MODEL).then(studio.refresh, None, demo_out, **MODEL).then(studio.backbone_text, None, info).then(
+            studio.method_choices, None, methods).then(studio.library_list, l_query, lib_out).then(
+            studio.attention_choices, None, a_adapter)
         demo.unload(studio.drop_session)
+        l_clear.click(studio.clear_session, sid, [sid, l_msg], **MODEL).then(studio.library_list, l_query, lib_out).then(
+            studio.method_choices, None, methods).then(studio.attention_choices, None, a_adapter)
         load.click(studio.load_backbone, [spec, quant], info, **MODEL).then(studio.method_choices, None, methods)
         new_pool.click(studio.new_pool, [task, pool_size, pool_seed], demo_out, **MODEL)
         gallery.select(studio.pick, None, demo_out, **MODEL)
