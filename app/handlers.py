@@ -7,6 +7,7 @@ library's message; the server keeps serving.
 from __future__ import annotations
 
 import functools
+import json
 import inspect
 import logging
 import shutil
@@ -28,6 +29,7 @@ from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS,
                                   rank_field, trainable_methods)
 
 log = logging.getLogger("mmict.app")
+RESULTS_FILE = "results.json"  # a stored session's last comparison
 THUMB = 96  # px of gallery thumbnails (nearest-neighbour upscale of the 32 px images)
 
 
@@ -352,9 +354,30 @@ class Studio:
         if not labels:
             raise WorkbenchError("choose at least one method to compare")
         rows = s.compare(labels)
-        table = [[r.method, r.shots, r.output if not r.error else f"(not run: {public_message(r.error)})",
-                  {True: "✓", False: "✗", None: "?"}[r.correct], round(r.latency_ms, 1), r.lm_tokens] for r in rows]
+        table = self._table([r.as_dict() for r in rows])
+        key = getattr(request, "session_hash", None) or "default"
+        if key in self.bound:  # the results survive a reload too
+            (self.store.path(self.bound[key]) / RESULTS_FILE).write_text(
+                json.dumps({"query": s.query.prompt, "rows": [r.as_dict() for r in rows]}))
         return table, viz.case_study_html(*self._case_args(s))
+
+    @staticmethod
+    def _table(rows: list[dict]) -> list[list]:
+        return [[r["method"], r["shots"], r["output"] if not r["error"] else f"(not run: {public_message(r['error'])})",
+                 {True: "✓", False: "✗", None: "?"}[r["correct"]], round(r["latency_ms"], 1), r["lm_tokens"]]
+                for r in rows]
+
+    def last_results(self, request: gr.Request = None):
+        """The stored session's last comparison (after a reload), as the Compare table."""
+        key = getattr(request, "session_hash", None) or "default"
+        sid = self.bound.get(key)
+        path = self.store.path(sid) / RESULTS_FILE if sid else None
+        try:
+            data = json.loads(path.read_text()) if path and path.is_file() else None
+            return self._table(data["rows"]) if data else []
+        except (OSError, ValueError, KeyError, TypeError):
+            log.exception("unreadable stored results")
+            return []
 
     def _case_args(self, s: Session):
         rows = [r.as_dict() for r in s.last_rows if not r.error]

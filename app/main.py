@@ -138,9 +138,10 @@ def build_app(studio: Studio) -> gr.Blocks:
         sid = gr.BrowserState(None, storage_key="mmict-studio-session")
         demo.load(studio.attach, sid, sid, **MODEL).then(studio.refresh, None, demo_out, **MODEL).then(studio.backbone_text, None, info).then(
             studio.method_choices, None, methods).then(studio.library_list, l_query, lib_out).then(
-            studio.attention_choices, None, a_adapter)
+            studio.attention_choices, None, a_adapter).then(studio.last_results, None, table)
         demo.unload(studio.drop_session)
-        l_clear.click(studio.clear_session, sid, [sid, l_msg], **MODEL).then(studio.library_list, l_query, lib_out).then(
+        l_clear.click(studio.clear_session, sid, [sid, l_msg], **MODEL).then(studio.last_results, None, table).then(
+            studio.library_list, l_query, lib_out).then(
             studio.method_choices, None, methods).then(studio.attention_choices, None, a_adapter)
         load.click(studio.load_backbone, [spec, quant], info, **MODEL).then(studio.method_choices, None, methods)
         new_pool.click(studio.new_pool, [task, pool_size, pool_seed], demo_out, **MODEL)

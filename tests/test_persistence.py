@@ -43,6 +43,10 @@ def test_reload_brings_back_the_adapters_and_sessions_stay_apart(studio):
     assert [row[0] for row in studio.library_list("", tab2)[0]] == ["lora-binding-2s"]
     table, _ = studio.compare(["ICL", "lora-binding-2s"], tab2)
     assert [row[0] for row in table] == ["ICL", "lora-binding-2s"]
+    # the comparison's results come back after the next reload too
+    studio.drop_session(tab2)
+    tab3 = Req("tab-3")
+    assert studio.attach(sid, tab3) == sid and studio.last_results(tab3) == table
     # another browser (no id, or a made-up one) sees nothing of it
     other = Req("someone-else")
     for guess in (None, "x" * 32, "../" + sid, sid[:-1]):
@@ -54,10 +58,13 @@ def test_clear_my_session_deletes_everything(studio):
     tab = Req("clear-tab")
     sid = studio.attach(None, tab)
     _train(studio, tab)
+    studio.compare(["ICL"], tab)
+    assert studio.last_results(tab)
     new, msg = studio.clear_session(sid, tab)
     assert new != sid and "cleared" in msg
     assert not (studio.store.root / sid).exists()
     assert studio.session(tab).adapters == {} and studio.library_list("", tab)[0] == []
+    assert studio.last_results(tab) == []
     assert studio.attach(sid, Req("later")) != sid  # the old id is gone for good
     assert "lora-binding-2s" in _train(studio, tab)  # and the session works on
 
