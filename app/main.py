@@ -39,6 +39,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tab("Demonstrations", id="demos"):
             with gr.Row():
                 task = gr.Dropdown(list(GALLERY_TASKS), value="binding", label="Task pool")
+                task_md = gr.Markdown(studio.task_info("binding"))
                 pool_size = gr.Slider(4, 64, value=studio.pool_size, step=1, label="Pool size")
                 pool_seed = gr.Number(value=0, precision=0, label="Pool seed")
                 new_pool = gr.Button("New pool")
@@ -157,6 +158,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         export.click(studio.export_case, None, files, **MODEL)
         t_method.change(studio.method_info, t_method, [t_method_md, t_rank])
         t_task.change(studio.task_info, t_task, t_task_md)
+        task.change(studio.task_info, task, task_md)
         # the progress shows on the status line only, so the loss curve stays visible
         t_go.click(studio.request_training, None, [t_status, t_go], queue=False).then(
             studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed], [t_status, t_plot],
