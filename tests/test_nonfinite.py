@@ -163,3 +163,21 @@ def test_loading_and_library_refuse_nonfinite_adapters(vlm, tmp_path, capsys):
     assert main(["vlibrary", "add", "good", "--from", str(tmp_path / "good"), "--task", "binding",
                  "--root", str(lib.root)]) == 0
     assert [e["name"] for e in lib.list()] == ["good"]
+
+
+def test_training_panel_shows_the_divergence_and_stores_nothing(vlm, tmp_path, monkeypatch):
+    from mmict_core.methods.lora.model import LoRA
+    from mmict_core.widgets import TrainingPanel
+    from mmict_core.workbench import Session
+
+    real = LoRA.loss
+    monkeypatch.setattr(LoRA, "loss", lambda self, eps, loss_on="query": (
+        (lambda out: (out[0] * float("inf"), out[1]))(real(self, eps, loss_on=loss_on))))
+    s = Session(vlm, library_root=tmp_path / "lib", pool_size=4)
+    t = TrainingPanel(s, threaded=False, method="lora", steps=3, samples=4, batch_size=2)
+    t.train_button.click()
+    assert "training failed: training diverged at step 1: lower the learning rate" in t.status.value
+    assert t.progress.bar_style == "danger" and s.adapters == {} and VLibrary(tmp_path / "lib").list() == []
+    monkeypatch.setattr(LoRA, "loss", real)
+    t.train_button.click()  # the next run works
+    assert "finished" in t.status.value and len(s.adapters) == 1

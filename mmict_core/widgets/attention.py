@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from .. import viz
 from ..inspect.virtual_kv import VirtualKVAttention
 from ..workbench import Session
+from ..messages import public_message
 from ._common import BUSY, USER_ERRORS, Panel, set_figure, try_lock
 
 FIGURE_HEIGHT = 360  # px
@@ -88,7 +89,7 @@ class AttentionExplorer(Panel):
             try:
                 att = self.session.attention(self.adapter.value)
             except USER_ERRORS as e:
-                self._say(str(e), "error")
+                self._say(public_message(e), "error")
                 return None
         self.attention = att
         L, H, T, n = att.shape

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from .. import viz
 from ..methods import get_method
 from ..workbench import GALLERY_TASKS, Session, TrainOutcome, TrainRequest, rank_field, trainable_methods
+from ..messages import INTERNAL, public_message
 from ._common import USER_ERRORS, Panel, set_figure
 
 FIGURE_HEIGHT = 320  # px
@@ -102,7 +103,7 @@ class TrainingPanel(Panel):
             req = self.request()
             self.job = self.session.new_job(req, on_step=self._step)
         except USER_ERRORS as e:
-            self._say(str(e), "error")
+            self._say(public_message(e), "error")
             return
         self._running.set()
         self._title = f"{req.method} on {req.task}: training loss"
@@ -162,10 +163,10 @@ class TrainingPanel(Panel):
                       f"in this session{stored}.", "busy" if out.cancelled else "ok")
         except USER_ERRORS as e:
             self.progress.bar_style = "danger"
-            self._say(f"training failed: {e}", "error")
+            self._say(f"training failed: {public_message(e)}", "error")
         except Exception as e:  # a bug, not bad input: shown in the panel, and raised where someone can see it
             self.progress.bar_style = "danger"
-            self._say(f"training failed: {type(e).__name__}: {e}", "error")
+            self._say(f"training failed: {INTERNAL}", "error")
             raise
         finally:
             self._running.clear()
