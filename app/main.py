@@ -25,6 +25,12 @@ checkpoint).  Pick demonstrations, train an adapter, compare methods on the same
 at the attention HiFICL's virtual key/value pairs receive.  Everything is computed live."""
 
 
+def while_running(button: gr.Button, fn, inputs, outputs):
+    """``button`` runs ``fn`` in the model queue and stays disabled until it has finished (or failed)."""
+    return button.click(lambda: gr.Button(interactive=False), None, button, queue=False).then(
+        fn, inputs, outputs, **MODEL).then(lambda: gr.Button(interactive=True), None, button, queue=False)
+
+
 def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="MMICT Studio", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
@@ -144,7 +150,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         l_clear.click(studio.clear_session, sid, [sid, l_msg], **MODEL).then(studio.last_results, None, table).then(
             studio.library_list, l_query, lib_out).then(
             studio.method_choices, None, methods).then(studio.attention_choices, None, a_adapter)
-        load.click(studio.load_backbone, [spec, quant], info, **MODEL).then(studio.method_choices, None, methods)
+        while_running(load, studio.load_backbone, [spec, quant], info).then(studio.method_choices, None, methods)
         new_pool.click(studio.new_pool, [task, pool_size, pool_seed], demo_out, **MODEL)
         gallery.select(studio.pick, None, demo_out, **MODEL)
         up.click(studio.move_up, pos, demo_out, **MODEL)
@@ -154,8 +160,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         up_btn.click(studio.upload_demo, [up_file, up_prompt, up_answer], demo_out, **MODEL)
         q_set.click(studio.set_query, [q_file, q_prompt, q_answer], demo_out, **MODEL)
         q_from.click(studio.query_from_gallery, q_idx, demo_out, **MODEL)
-        run.click(studio.compare, methods, [table, case], **MODEL)
-        export.click(studio.export_case, None, files, **MODEL)
+        while_running(run, studio.compare, methods, [table, case])
+        while_running(export, studio.export_case, None, files)
         t_method.change(studio.method_info, t_method, [t_method_md, t_rank])
         t_task.change(studio.task_info, t_task, t_task_md)
         task.change(studio.task_info, task, task_md)
@@ -166,7 +172,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             studio.method_choices, None, methods).then(
             studio.attention_choices, None, a_adapter).then(studio.library_list, l_query, lib_out)
         t_cancel.click(studio.cancel, None, t_status, queue=False)
-        a_go.click(studio.attention, [a_adapter, a_layer], [a_grid, a_tok, a_slots], **MODEL)
+        while_running(a_go, studio.attention, [a_adapter, a_layer], [a_grid, a_tok, a_slots])
         l_search.click(studio.library_list, l_query, lib_out)
         l_show.click(studio.library_show, l_name, l_json)
         l_load.click(studio.library_load, l_name, [l_msg, *lib_out], **MODEL).then(
