@@ -6,7 +6,11 @@ users never drive the model at once; each browser tab has its own session.
 """
 from __future__ import annotations
 
-import gradio as gr
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports to Gradio's servers
+
+import gradio as gr  # noqa: E402
 
 from mmict_core.backbones import QUANT_MODES
 from mmict_core.workbench import AUTO_STRATEGIES, GALLERY_TASKS, trainable_methods
@@ -22,8 +26,14 @@ checkpoint).  Pick demonstrations, train an adapter, compare methods on the same
 at the attention HiFICL's virtual key/value pairs receive.  Everything is computed live."""
 
 
+def while_running(button: gr.Button, fn, inputs, outputs):
+    """``button`` runs ``fn`` in the model queue and stays disabled until it has finished (or failed)."""
+    return button.click(lambda: gr.Button(interactive=False), None, button, queue=False).then(
+        fn, inputs, outputs, **MODEL).then(lambda: gr.Button(interactive=True), None, button, queue=False)
+
+
 def build_app(studio: Studio) -> gr.Blocks:
-    with gr.Blocks(title="MMICT Studio") as demo:
+    with gr.Blocks(title="MMICT Studio", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         case_tab, (c_kind, c_shots, c_index, c_img, c_text) = build_tab(studio, MODEL)
         with gr.Tab("Backbone", id="backbone"):
@@ -37,6 +47,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tab("Demonstrations", id="demos"):
             with gr.Row():
                 task = gr.Dropdown(list(GALLERY_TASKS), value="binding", label="Task pool")
+                task_md = gr.Markdown(studio.task_info("binding"))
                 pool_size = gr.Slider(4, 64, value=studio.pool_size, step=1, label="Pool size")
                 pool_seed = gr.Number(value=0, precision=0, label="Pool seed")
                 new_pool = gr.Button("New pool")
@@ -67,7 +78,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     q_file = gr.File(label="Replace the query image (optional)", file_types=["image"])
                     with gr.Row():
                         q_set = gr.Button("Set query")
-                        q_idx = gr.Number(value=0, precision=0, label="Pool #")
+                        q_idx = gr.Number(value=1, precision=0, label="Pool # (from 1, as in the gallery)")
                         q_from = gr.Button("Use pool # as query")
 
         with gr.Tab("Compare", id="compare"):
@@ -88,8 +99,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                 t_samples = gr.Number(value=200, precision=0, label="Samples")
                 t_steps = gr.Number(value=80, precision=0, label="Steps")
             with gr.Row():
+                t_method_md = gr.Markdown(studio.method_info("hificl")[0])
+                t_task_md = gr.Markdown(studio.task_info("binding"))
+            with gr.Row():
                 t_lr = gr.Number(value=5e-3, label="Learning rate")
-                t_rank = gr.Number(value=8, precision=0, label="Rank (HiFICL, LoRA)")
+                t_rank = gr.Number(value=8, precision=0, label="Rank")
                 t_seed = gr.Number(value=0, precision=0, label="Seed")
             with gr.Row():
                 t_go = gr.Button("Train", variant="primary")
@@ -121,16 +135,25 @@ def build_app(studio: Studio) -> gr.Blocks:
                 l_many = gr.Dropdown(label="Compose these entries", choices=[], multiselect=True, allow_custom_value=True)
                 l_weights = gr.Textbox(label="Weights (comma separated; empty = equal)")
                 l_compose = gr.Button("Compose")
+            with gr.Row():
+                l_clear = gr.Button("Clear my session", variant="stop")
+                gr.Markdown("Your adapters are kept on this server for your next visit from this browser "
+                            "(a week after last use); *Clear my session* deletes them now.")
             l_msg = gr.Markdown()
             l_json = gr.JSON()
 
         demo_out = [gallery, demo_md, q_img, q_prompt, q_answer]
         lib_out = [l_table, l_name, l_many]
-        demo.load(studio.refresh, None, demo_out, **MODEL).then(studio.backbone_text, None, info).then(
-            studio.method_choices, None, methods).then(studio.library_list, l_query, lib_out)
+        sid = gr.BrowserState(None, storage_key="mmict-studio-session")
+        demo.load(studio.attach, sid, sid, **MODEL).then(studio.refresh, None, demo_out, **MODEL).then(studio.backbone_text, None, info).then(
+            studio.method_choices, None, methods).then(studio.library_list, l_query, lib_out).then(
+            studio.attention_choices, None, a_adapter).then(studio.last_results, None, table)
         demo.load(case_tab.preview, [c_kind, c_shots, c_index], [c_img, c_text])
         demo.unload(studio.drop_session)
-        load.click(studio.load_backbone, [spec, quant], info, **MODEL).then(studio.method_choices, None, methods)
+        l_clear.click(studio.clear_session, sid, [sid, l_msg], **MODEL).then(studio.last_results, None, table).then(
+            studio.library_list, l_query, lib_out).then(
+            studio.method_choices, None, methods).then(studio.attention_choices, None, a_adapter)
+        while_running(load, studio.load_backbone, [spec, quant], info).then(studio.method_choices, None, methods)
         new_pool.click(studio.new_pool, [task, pool_size, pool_seed], demo_out, **MODEL)
         gallery.select(studio.pick, None, demo_out, **MODEL)
         up.click(studio.move_up, pos, demo_out, **MODEL)
@@ -140,13 +163,19 @@ def build_app(studio: Studio) -> gr.Blocks:
         up_btn.click(studio.upload_demo, [up_file, up_prompt, up_answer], demo_out, **MODEL)
         q_set.click(studio.set_query, [q_file, q_prompt, q_answer], demo_out, **MODEL)
         q_from.click(studio.query_from_gallery, q_idx, demo_out, **MODEL)
-        run.click(studio.compare, methods, [table, case], **MODEL)
-        export.click(studio.export_case, None, files, **MODEL)
-        t_go.click(studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed], [t_status, t_plot],
-                   **MODEL).then(studio.method_choices, None, methods).then(
+        while_running(run, studio.compare, methods, [table, case])
+        while_running(export, studio.export_case, None, files)
+        t_method.change(studio.method_info, t_method, [t_method_md, t_rank])
+        t_task.change(studio.task_info, t_task, t_task_md)
+        task.change(studio.task_info, task, task_md)
+        # the progress shows on the status line only, so the loss curve stays visible
+        t_go.click(studio.request_training, None, [t_status, t_go], queue=False).then(
+            studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed], [t_status, t_plot],
+            show_progress_on=[t_status], **MODEL).then(studio.training_done, None, t_go).then(
+            studio.method_choices, None, methods).then(
             studio.attention_choices, None, a_adapter).then(studio.library_list, l_query, lib_out)
         t_cancel.click(studio.cancel, None, t_status, queue=False)
-        a_go.click(studio.attention, [a_adapter, a_layer], [a_grid, a_tok, a_slots], **MODEL)
+        while_running(a_go, studio.attention, [a_adapter, a_layer], [a_grid, a_tok, a_slots])
         l_search.click(studio.library_list, l_query, lib_out)
         l_show.click(studio.library_show, l_name, l_json)
         l_load.click(studio.library_load, l_name, [l_msg, *lib_out], **MODEL).then(
@@ -159,10 +188,14 @@ def build_app(studio: Studio) -> gr.Blocks:
     return demo
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def launch(spec: str | None = None, quant: str = "none", host: str = "127.0.0.1", port: int = 7860,
-           share: bool = False, workdir: str | None = None, block: bool = True):
-    """Build the app on ``spec`` and serve it; returns (demo, url, studio) (at once when ``block`` is False)."""
-    studio = Studio(spec, quant, workdir=workdir)
+           share: bool = False, workdir: str | None = None, block: bool = True, allowed_roots=()):
+    """Build the app on ``spec`` and serve it; returns (demo, url, studio) (at once when ``block`` is False).
+    Served beyond localhost (another ``host`` or ``share``), backbones load only from ``allowed_roots``."""
+    studio = Studio(spec, quant, workdir=workdir, public=share or host not in LOCAL_HOSTS, allowed_roots=allowed_roots)
     demo = build_app(studio)
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD,
                             prevent_thread_lock=not block, show_error=True)

@@ -144,14 +144,16 @@ def cmd_app(args: argparse.Namespace) -> None:
     except ImportError as e:
         raise SystemExit(f"the app is not importable ({e}); install the project from its repository: pip install -e .") from e
     print(f"MMICT Studio: loading {args.backbone or 'the teaching VLM'} ({args.quant}) ...", flush=True)
-    launch(args.backbone, args.quant, host=args.host, port=args.port, share=args.share, workdir=args.workdir)
+    launch(args.backbone, args.quant, host=args.host, port=args.port, share=args.share, workdir=args.workdir,
+           allowed_roots=args.allow_backbone_dir or ())
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """A quick ICL evaluation of the teaching VLM on every task, small."""
-    ns = argparse.Namespace(task="shapes-vqa,binding,format,operator", shots=[0, 1, 2, 4, 8], episodes=args.episodes,
-                            seed=0, quant="none", selection="random", json=None, backbone=None, batch_size=64,
-                            quiet=False)
+    # every field run_eval reads: built from the eval parser's own defaults, so a new eval flag cannot be missed
+    ns = build_parser().parse_args(["eval", "--task", "shapes-vqa,binding,format,operator",
+                                    "--episodes", str(args.episodes), "--batch-size", "64"])
+    ns.quiet = args.quiet
     run_eval(ns)
 
 
@@ -251,8 +253,13 @@ def cmd_vlibrary(args: argparse.Namespace) -> None:
             raise ValueError(f"--metrics must be a JSON object like '{{\"accuracy\": 0.8}}' ({exc})") from exc
         if metrics is not None and not isinstance(metrics, dict):
             raise ValueError("--metrics must be a JSON object like '{\"accuracy\": 0.8}'")
-        e = lib.add_folder(args.name, args.source, task=args.task, description=args.description, shots=args.shots,
-                           samples=args.samples, metrics=metrics, overwrite=args.overwrite)
+        from .vlibrary import LibraryError
+
+        try:
+            e = lib.add_folder(args.name, args.source, task=args.task, description=args.description, shots=args.shots,
+                               samples=args.samples, metrics=metrics, overwrite=args.overwrite)
+        except LibraryError as exc:  # the library's wording is the Python API's; on the command line it is a flag
+            raise LibraryError(str(exc).replace("pass overwrite=True", "add --overwrite")) from exc
         print(f"added {e['name']} ({e['method']}, {e['num_parameters']} parameters) to {lib.root}")
     elif args.vcommand == "remove":
         lib.remove(args.name)
@@ -414,10 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     ap.add_argument("--workdir", default=None, help="where sessions keep their VLibrary (default: a temp folder)")
+    ap.add_argument("--allow-backbone-dir", action="append", metavar="DIR",
+                    help="served beyond localhost, the Backbone tab loads only the teaching VLM and folders under "
+                         "these (repeatable); on localhost any path loads")
     ap.set_defaults(func=cmd_app)
 
     d = sub.add_parser("demo", help="a quick ICL evaluation table of the teaching VLM on every task")
     d.add_argument("--episodes", type=_positive, default=100)
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
     v = sub.add_parser("vlibrary", help="the adapter library: list, show, search, add, remove "

@@ -61,6 +61,22 @@ class TrainConfig:
         check_range(self, "checkpoint_every", 0, None)
 
 
+class TrainingDiverged(ValueError):
+    """The loss or a gradient became NaN/inf: training stopped at that step and nothing was saved."""
+
+    def __init__(self, step: int, what: str = "loss"):
+        self.step, self.what = step, what
+        super().__init__(f"training diverged at step {step}: lower the learning rate")
+
+
+def _grads_finite(params) -> bool:
+    """True when every gradient present is finite (one fused reduction, no host sync per tensor)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -109,6 +125,9 @@ def train(method: Method, cfg: TrainConfig, *, out_dir: str | Path | None = None
     """Train ``method`` by ``cfg``.  ``callback(step, total, loss, parts)`` is called after every
     step; returning False stops training early (the app's cancel button).  With ``out_dir``,
     a resumable checkpoint (adapter + optimiser + step) is written there.
+
+    The first NaN/inf loss or gradient raises :class:`TrainingDiverged` (before that step updates the
+    adapter; no checkpoint or log is written for it), in every front end alike.
 
     Under ``torchrun`` / ``accelerate launch`` with several processes, each step's batch is the one a
     single process would use, split over the processes (:func:`training_batch` with the world); the
@@ -169,10 +188,17 @@ def train(method: Method, cfg: TrainConfig, *, out_dir: str | Path | None = None
             parts = average_parts(len(episodes), parts)
         else:
             value = None
+        # the first NaN/inf loss or gradient stops training here, before the step can spread it into the adapter
+        loss_value = float(loss.detach()) if value is None else value
+        if not math.isfinite(loss_value) or not _grads_finite(params):
+            bar.close()
+            method.eval()
+            opt.zero_grad(set_to_none=True)
+            raise TrainingDiverged(step + 1, "loss" if not math.isfinite(loss_value) else "gradient")
         if cfg.clip > 0:
             accelerator.clip_grad_norm_(params, cfg.clip)
         opt.step()
-        losses.append(float(loss.detach()) if value is None else value)
+        losses.append(loss_value)
         parts_log.append(parts)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         stop = callback(step + 1, cfg.steps, losses[-1], parts) is False if callback and w.main else False

@@ -7,6 +7,7 @@ keep it in a VLibrary — so neither front end holds logic of its own.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -271,14 +272,22 @@ class TrainRequest:
             raise WorkbenchError(f"{self.method!r} is not a trainable method; choose one of {', '.join(trainable_methods())}")
         if self.task not in GALLERY_TASKS:
             raise WorkbenchError(f"unknown task {self.task!r}; choose one of {', '.join(GALLERY_TASKS)}")
+        def whole(v) -> bool:
+            return (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and int(v) == v)
+
         for name, lo, hi in (("samples", 1, 100_000), ("steps", 1, self.max_steps), ("batch_size", 1, 256)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or not lo <= v <= hi:
+            if not whole(v) or not lo <= v <= hi:
                 raise WorkbenchError(f"{name} must be a whole number between {lo} and {hi}, got {v!r}")
-        if self.lr is not None and not 1e-6 <= float(self.lr) <= 1.0:
-            raise WorkbenchError(f"learning rate must be between 1e-6 and 1, got {self.lr}")
-        if self.rank is not None and not 1 <= int(self.rank) <= 256:
-            raise WorkbenchError(f"rank must be between 1 and 256, got {self.rank}")
+            setattr(self, name, int(v))
+        if self.lr is not None:
+            if (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr)
+                    or not 1e-6 <= self.lr <= 1.0):
+                raise WorkbenchError(f"learning rate must be between 1e-6 and 1, got {self.lr!r}")
+        if self.rank is not None:
+            if not whole(self.rank) or not 1 <= self.rank <= 256:
+                raise WorkbenchError(f"rank must be a whole number between 1 and 256, got {self.rank!r}")
+            self.rank = int(self.rank)
 
 
 @dataclass
@@ -340,8 +349,16 @@ class Session:
         self.uploads: list[Example] = []
         self.last_rows: list[CompareRow] = []
         self.last_train: TrainOutcome | None = None
+        self.notes: list[str] = []  # warnings about the last text typed (unknown words)
         self.cancel = threading.Event()  # set while training runs: stop after the current step
         self.training = False
+        self.closed = False  # set by close(): no job writes into this session afterwards
+        self.job = None  # the current or last TrainJob (mmict_core.workbench_jobs)
+        self._store = threading.Lock()
+        # a front end's "Train" pressed but not yet started (e.g. waiting in the app's queue), and a
+        # Cancel pressed meanwhile: the run then never starts
+        self.train_requested = False
+        self.cancel_queued = False
         self.load_pool(task, pool_size, seed=seed)
 
     # -- pool and demonstrations --------------------------------------------------------------
@@ -378,19 +395,50 @@ class Session:
     def auto_fill(self, strategy: str, k: int, seed: int = 0) -> None:
         self.selected = auto_select(strategy, self.items, self.query, k, seed=seed, backbone=self.backbone)
 
+    def check_text(self, prompt: str, answer: str = "") -> list[str]:
+        """Refuse typed control tokens (WorkbenchError); warnings for words the model does not know."""
+        from .messages import refuse_control_tokens, unknown_word_warnings
+
+        try:
+            refuse_control_tokens(prompt, self.backbone, "the question")
+            refuse_control_tokens(answer, self.backbone, "the answer")
+        except ValueError as e:
+            raise WorkbenchError(str(e)) from None
+        self.notes = unknown_word_warnings(self.backbone, f"{prompt or ''} {answer or ''}")
+        return self.notes
+
     def add_upload(self, image, prompt: str, answer: str) -> int:
-        """Add a user example to the gallery (it needs an answer to serve as a demonstration)."""
+        """Add a user example to the gallery (it needs an answer to serve as a demonstration).
+        Warnings about its words are in :attr:`notes`."""
         if not (answer or "").strip():
             raise WorkbenchError("a demonstration needs its answer: type the answer for the uploaded image")
+        self.check_text(prompt, answer)
         self.uploads.append(user_example(image, prompt, answer, task=self.task))
         return len(self.items) - 1
 
     def set_query(self, image=None, prompt: str | None = None, answer: str | None = None) -> None:
-        """Replace the query's image and/or question; ``answer`` '' means unknown."""
+        """Replace the query's image and/or question; ``answer`` '' means unknown.  Warnings about
+        its words are in :attr:`notes`."""
         img = self.query.images[0] if image is None else image
         q = self.query.prompt if prompt is None else prompt
         a = (self.query.answer if answer is None else answer)
+        self.check_text(q, a)
         self.query = user_example(img, q, a, task=self.task)
+
+    def demo_warnings(self) -> list[str]:
+        """The query picked as a demonstration, and demonstrations picked twice (same image and question)."""
+        def same(a: Example, b: Example) -> bool:
+            return (a.prompt.strip().lower() == b.prompt.strip().lower() and len(a.images) == len(b.images)
+                    and all(np.array_equal(x, y) for x, y in zip(a.images, b.images)))
+
+        out, demos = [], self.demos
+        for j, d in enumerate(demos):
+            if same(d, self.query):
+                out.append(f"demonstration {j + 1} is the query itself: the model can copy its answer; remove it")
+            twin = next((i for i in range(j) if same(demos[i], d)), None)
+            if twin is not None:
+                out.append(f"demonstrations {twin + 1} and {j + 1} are the same example")
+        return out
 
     def use_as_query(self, i: int) -> None:
         if not 0 <= i < len(self.items):
@@ -447,15 +495,43 @@ class Session:
         finally:
             self.training = False
             self.cancel.clear()  # a cancel pressed before the first step still counts; none carries over
-        existing = list(self.adapters) + ([e["name"] for e in self.library.list()] if self.library else [])
-        name = library_name(req, existing)
-        if self.library is not None:
-            self.library.add(name, out.method, task=req.task, samples=int(req.samples),
-                             description=f"{req.method} on {req.task}, {out.result.steps} steps" + (" (cancelled)" if out.cancelled else ""),
-                             metrics={"final_loss": out.result.losses[-1]} if out.result.losses else None)
-        self.adapters[name] = out.method
-        self.last_train = out
+        with self._store:  # close() waits for this, and after it nothing is written here
+            if self.closed:
+                raise WorkbenchError("this session was closed while training; nothing was saved")
+            existing = list(self.adapters) + ([e["name"] for e in self.library.list()] if self.library else [])
+            name = library_name(req, existing)
+            if self.library is not None:
+                self.library.add(name, out.method, task=req.task, samples=int(req.samples),
+                                 description=f"{req.method} on {req.task}, {out.result.steps} steps" + (" (cancelled)" if out.cancelled else ""),
+                                 metrics={"final_loss": out.result.losses[-1]} if out.result.losses else None)
+            self.adapters[name] = out.method
+            self.last_train = out
         return out
+
+    def new_job(self, req: TrainRequest, on_step=None):
+        """This session's :class:`~mmict_core.workbench_jobs.TrainJob` for ``req`` (not started yet)."""
+        from .workbench_jobs import TrainJob
+
+        if self.closed:
+            raise WorkbenchError("this session is closed")
+        if self.job is not None and not self.job.done:
+            raise WorkbenchError("a training run is already going: cancel it first")
+        self.job = TrainJob(self, req, on_step=on_step)
+        return self.job
+
+    def start_training(self, req: TrainRequest, *, threaded: bool = True, on_step=None):
+        """:meth:`new_job`, started: queued for the model, then trained (in a thread if ``threaded``)."""
+        return self.new_job(req, on_step=on_step).start(threaded=threaded)
+
+    def close(self) -> None:
+        """The session ends (tab closed): its job is cancelled and nothing is written here afterwards."""
+        with self._store:
+            self.closed = True
+        if self.job is not None:
+            self.job.cancel()
+
+    def name_of(self, method: Method) -> str | None:
+        return next((n for n, m in self.adapters.items() if m is method), None)
 
     def load_from_library(self, name: str) -> str:
         if self.library is None:

@@ -82,7 +82,7 @@ def _flow(page, url, shots, expect):
     expect(summary).to_contain_text("1 demonstrations")
     page.get_by_role("button", name=re.compile(r"^Thumbnail 5 of \d+$")).click()
     expect(summary).to_contain_text("2 demonstrations")
-    expect(page.get_by_text(re.compile(r"^✓ demo 2 · #4 ")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^✓ demo 2 · #5 ")).first).to_be_visible()
     shot("1-demonstrations")
     page.get_by_role("button", name="Fill k automatically").click()
     expect(summary).to_contain_text("4 demonstrations")  # k defaults to 4
@@ -117,3 +117,22 @@ def _flow(page, url, shots, expect):
     expect(plots).to_have_count(3, timeout=30_000)
     expect(plots.first.locator(".main-svg").first).to_be_visible()
     shot("5-attention")
+
+    # -- Reload: the trained adapter is still this browser's ---------------------------------
+    page.reload()
+    page.get_by_role("tab", name="VLibrary").click()
+    expect(page.get_by_role("gridcell", name=adapter, exact=True).first).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name="Attention").click()
+    page.get_by_label("HiFICL adapter").click()
+    expect(page.get_by_role("option", name=adapter)).to_be_visible()
+    page.keyboard.press("Escape")
+    shot("6-after-reload")
+    # -- Clear my session: gone, also after another reload ---------------------------------
+    page.get_by_role("tab", name="VLibrary").click()
+    page.get_by_role("button", name="Clear my session").click()
+    expect(page.get_by_text("cleared: this session's adapters and results are deleted")).to_be_visible()
+    page.reload()
+    page.get_by_role("tab", name="VLibrary").click()
+    page.wait_for_timeout(1500)
+    expect(page.get_by_role("gridcell", name=adapter, exact=True)).to_have_count(0)
+    shot("7-cleared")

@@ -112,35 +112,61 @@ def load_image(source: str | os.PathLike | bytes | np.ndarray | Any) -> np.ndarr
         return check_image_array(source)
     if isinstance(source, Image.Image):
         _check_side(source.height, source.width)
-        return check_image_array(np.asarray(source.convert("RGB")))
-    name = "<bytes>"
+        return check_image_array(to_rgb8(source))
+    name = "the uploaded bytes"
     if isinstance(source, (bytes, bytearray)):
         fh: Any = io.BytesIO(source)
     else:
-        name = os.fspath(source)
-        if not os.path.isfile(name):
-            raise ImageError(f"no image file at {name!r}")
-        fh = open(name, "rb")
+        path = os.fspath(source)
+        name = os.path.basename(path) or "the file"  # messages name the file, never the server's folders
+        if not os.path.isfile(path):
+            raise ImageError(f"no image file {name!r}")
+        fh = open(path, "rb")
     try:
         with fh:
             try:
                 with Image.open(fh) as im:
                     _check_side(im.height, im.width)
                     im.load()
-                    return check_image_array(np.asarray(im.convert("RGB")))
+                    return check_image_array(to_rgb8(im))
             except Image.DecompressionBombError as exc:  # refused by PIL from the header: too many pixels
                 raise ImageError(
-                    f"{name} is too large to decode ({exc}); the limit is {MAX_IMAGE_SIDE} px a side. "
-                    f"Downscale it first."
+                    f"{name} is too large to decode; the limit is {MAX_IMAGE_SIDE} px a side. Downscale it first."
                 ) from exc
             except UnidentifiedImageError as exc:
-                raise ImageError(f"{name} is not a readable image ({exc}); use a PNG or JPEG file") from exc
+                raise ImageError(f"{name} is not a readable image; use a PNG or JPEG file") from exc
             except (OSError, SyntaxError, ValueError) as exc:
                 if isinstance(exc, ImageError):
                     raise
-                raise ImageError(f"{name} is a corrupt or truncated image ({exc}); re-export it as PNG") from exc
+                raise ImageError(f"{name} is a corrupt or truncated image; re-export it as PNG") from exc
     except ImageError:
         raise
+
+
+def to_rgb8(im) -> np.ndarray:
+    """A PIL image of any mode as (H, W, 3) uint8 RGB.
+
+    16-bit ("I;16*") and 32-bit integer ("I") grey is scaled by 255/65535 (the 16-bit range; "I" is
+    what PIL makes of 16-bit PNGs), float ("F") grey in [0, 1] by 255 (else clipped to 0..255), so a
+    16-bit scan is not shown saturated white.  Transparency (LA, PA, RGBA, P with a transparent
+    colour) is composited on white; CMYK, YCbCr, 1, L and the rest go through PIL's own conversion."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im, dtype=np.float64)  # (H, W) 0..65535
+        grey = np.clip(np.rint(a * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if mode == "F":
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
+        scale = 255.0 if a.size and a.min() >= 0.0 and a.max() <= 1.0 else 1.0
+        grey = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if mode in ("LA", "PA", "RGBA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(im.convert("RGB"))
 
 
 def validate_k(k: int, pool: Sequence[Any], what: str = "pool") -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -85,8 +86,8 @@ def check_range(obj: Any, name: str, lo: float | None = None, hi: float | None =
         if v not in choices:
             raise ValueError(f"{where} must be one of {list(choices)}, got {v!r}")
         return
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{where} must be a number, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{where} must be a finite number, got {v!r}")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise ValueError(f"{where} must be in [{lo}, {hi}], got {v!r}")
 
@@ -293,4 +294,13 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]
     for k, shape in meta["shapes"].items():
         if k not in tensors or list(tensors[k].shape) != list(shape):
             raise AdapterLoadError(f"{wts} does not match its config at {k!r}; the folder is damaged")
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise AdapterLoadError(f"{wts} holds NaN or infinite values (in {bad[:3]}): its training diverged; "
+                               f"retrain it with a lower learning rate")
     return meta, tensors
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity, sorted."""
+    return sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))

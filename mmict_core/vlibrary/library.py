@@ -27,7 +27,7 @@ import torch
 
 from ..data import Example
 from ..methods import AdapterLoadError, Method, create_method, get_method, read_adapter
-from ..methods.base import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from ..methods.base import ADAPTER_CONFIG, ADAPTER_WEIGHTS, nonfinite_tensors
 
 ENTRY_FILE = "entry.json"
 ADAPTER_DIR = "adapter"
@@ -35,6 +35,9 @@ KEY_FILE = "key.safetensors"
 MAX_NAME_LEN = 100
 NAME_CHARS = re.compile(r"[A-Za-z0-9._-]+")
 FORMAT = 1
+# device names Windows reserves in every folder, with any extension (con, nul.txt, COM1.json, ...)
+RESERVED = re.compile(r"(con|prn|aux|nul|com[1-9]|lpt[1-9])(\..*)?", re.IGNORECASE)
+STALE_PREFIXES = (".tmp-", ".trash-")  # left by writes that were killed half-way
 
 
 class LibraryError(ValueError):
@@ -63,6 +66,11 @@ def check_name(name: object) -> str:
     if not NAME_CHARS.fullmatch(name):
         bad = sorted(set(c for c in name if not NAME_CHARS.fullmatch(c)))
         raise LibraryError(f"entry name {name!r} contains {bad} (no path separators or spaces); {rule}")
+    if RESERVED.fullmatch(name):
+        raise LibraryError(f"entry name {name!r} is a device name Windows reserves (con, prn, aux, nul, com1-9, "
+                           f"lpt1-9, with any extension); choose another name")
+    if name.endswith("."):
+        raise LibraryError(f"entry name {name!r} ends with a dot, which Windows drops; {rule}")
     return name
 
 
@@ -92,6 +100,20 @@ class VLibrary:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root).expanduser() if root is not None else default_root()
+        self.clean_stale()
+
+    def clean_stale(self) -> list[str]:
+        """Remove the hidden temp folders that killed writes left behind (on open); their names."""
+        gone = []
+        if self.root.is_dir():
+            for p in self.root.iterdir():
+                if p.name.startswith(STALE_PREFIXES):
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+                    gone.append(p.name)
+        return gone
 
     def __repr__(self) -> str:
         return f"VLibrary({str(self.root)!r})"
@@ -120,6 +142,10 @@ class VLibrary:
         ``key_examples``: a few training examples; their pooled image tokens become the entry's
         retrieval key for :meth:`search_by_example`.
         """
+        bad = nonfinite_tensors(method.state_dict())
+        if bad:
+            raise LibraryError(f"the {method.name} adapter holds NaN or infinite values (in {bad[:3]}): its training "
+                               f"diverged; retrain it with a lower learning rate")
         key = None
         if key_examples:
             images = [im for ex in key_examples for im in ex.images]
@@ -161,6 +187,10 @@ class VLibrary:
                 raise LibraryError(f"{field_name} must be a whole number >= 0, got {v!r}")
         if final.exists() and not overwrite:
             raise LibraryError(f"the library already has an entry {name!r}; remove it first or pass overwrite=True")
+        twin = next((e for e in self._names() if e.lower() == name.lower() and e != name), None)
+        if twin is not None:
+            raise LibraryError(f"the library already has an entry {twin!r}, the same name as {name!r} ignoring case "
+                               f"(one folder on Windows and macOS); choose another name")
         entry = {"format": FORMAT, "name": name, "task": task, "description": description, "samples": samples,
                  "metrics": _check_metrics(metrics), **meta, "has_key": key is not None,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -204,6 +234,11 @@ class VLibrary:
             except (OSError, json.JSONDecodeError, UnicodeDecodeError):
                 continue  # not an entry (or damaged): never listed
         return out
+
+    def _names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return [p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / ENTRY_FILE).is_file()]
 
     def show(self, name: str) -> dict:
         """An entry's metadata plus its folder and tensor shapes."""

@@ -13,25 +13,18 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from ..viz import upscale_nearest
+from ..workbench_jobs import model_lock
 
 # errors a panel shows to the person instead of raising: WorkbenchError, LibraryError and
 # AdapterLoadError are ValueErrors; methods raise RuntimeError (e.g. an input longer than the
 # context) and TypeError (a backbone the method cannot run on)
 USER_ERRORS = (ValueError, RuntimeError, TypeError)
 
-_LOCKS: "weakref.WeakKeyDictionary[object, threading.Lock]" = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
 def backbone_lock(backbone) -> threading.Lock:
     """One lock per backbone object: a training run, a comparison and an attention capture attach
-    adapters to the same model, so they must not overlap (the app serialises them through its
-    queue; the panels through this lock)."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(backbone)
-        if lock is None:
-            lock = _LOCKS[backbone] = threading.Lock()
-        return lock
+    adapters to the same model, so they must not overlap.  The workbench's model lock, which every
+    TrainJob holds while it trains (app and panels alike)."""
+    return model_lock(backbone)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 
 from .. import viz
 from ..inspect.virtual_kv import VirtualKVAttention
+from ..messages import public_message
 from ..workbench import Session, attention_adapters, attention_methods
 from ._common import BUSY, USER_ERRORS, Panel, set_figure, try_lock
 
@@ -90,7 +91,7 @@ class AttentionExplorer(Panel):
             try:
                 att = self.session.attention(self.adapter.value)
             except USER_ERRORS as e:
-                self._say(str(e), "error")
+                self._say(public_message(e), "error")
                 return None
         self.attention = att
         L, H, T, n = att.shape

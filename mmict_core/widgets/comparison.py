@@ -10,6 +10,7 @@ import ipywidgets as W
 
 from .. import viz
 from ..workbench import CompareRow, Session
+from ..messages import public_message
 from ._common import BUSY, USER_ERRORS, Panel, try_lock
 
 _MARK = {True: "✓", False: "✗", None: "?"}
@@ -78,7 +79,7 @@ class ComparisonPanel(Panel):
             try:
                 rows = self.session.compare(labels, max_new_tokens=int(self.max_new_tokens.value) or None)
             except USER_ERRORS as e:
-                self._say(str(e), "error")
+                self._say(public_message(e), "error")
                 return []
         self.rows = rows
         self.table.value = rows_table_html(rows)

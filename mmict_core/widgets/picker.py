@@ -9,6 +9,7 @@ from typing import Callable
 import ipywidgets as W
 
 from ..workbench import AUTO_STRATEGIES, GALLERY_TASKS, Session
+from ..messages import public_message
 from ._common import USER_ERRORS, Panel, png_bytes
 
 
@@ -70,7 +71,7 @@ class DemoPicker(Panel):
         try:
             self.session.load_pool(self.task.value, int(self.pool_size.value), seed=int(self.seed.value))
         except USER_ERRORS as e:
-            self._say(str(e), "error")
+            self._say(public_message(e), "error")
             return
         self._build_gallery()
         self._say(f"new {self.task.value} pool of {len(self.session.pool)} examples (seed {self.seed.value})", "ok")
@@ -79,7 +80,7 @@ class DemoPicker(Panel):
         try:
             self.session.auto_fill(self.strategy.value, int(self.k.value), seed=int(self.seed.value))
         except USER_ERRORS as e:
-            self._say(str(e), "error")
+            self._say(public_message(e), "error")
             return
         self._sync()
         self._say(f"{self.strategy.value} selection of {self.k.value} demonstrations", "ok")
@@ -93,7 +94,7 @@ class DemoPicker(Panel):
         try:
             self.session.use_as_query(int(index))
         except USER_ERRORS as e:
-            self._say(str(e), "error")
+            self._say(public_message(e), "error")
             return
         self._sync()
         self._say(f"gallery item {index} is now the query", "ok")
@@ -123,7 +124,7 @@ class DemoPicker(Panel):
             try:
                 self.session.toggle(i)
             except USER_ERRORS as e:
-                self._say(str(e), "error")
+                self._say(public_message(e), "error")
         self._sync()
 
     def _sync(self) -> None:

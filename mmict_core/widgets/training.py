@@ -1,8 +1,9 @@
 """The training panel: method, task, steps, learning rate; live progress and loss curve; cancel.
 
-Training is :meth:`Session.train` (so the adapter lands in the session and, when it has one, in its
-VLibrary), run in a background thread so the notebook stays responsive; ``threaded=False`` runs it
-in the caller (tests, scripted notebook cells)."""
+Training is the session's :class:`~mmict_core.workbench_jobs.TrainJob` (so the adapter lands in the
+session and, when it has one, in its VLibrary; cancel and the model lock are the job's), run in a
+background thread so the notebook stays responsive; ``threaded=False`` runs it in the caller (tests,
+scripted notebook cells)."""
 from __future__ import annotations
 
 import threading
@@ -13,8 +14,10 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from .. import viz
+from ..methods import get_method
 from ..workbench import GALLERY_TASKS, Session, TrainOutcome, TrainRequest, rank_field, trainable_methods
-from ._common import BUSY, USER_ERRORS, Panel, backbone_lock, set_figure
+from ..messages import INTERNAL, public_message
+from ._common import USER_ERRORS, Panel, set_figure
 
 FIGURE_HEIGHT = 320  # px
 
@@ -22,8 +25,8 @@ FIGURE_HEIGHT = 320  # px
 class TrainingPanel(Panel):
     """Train an adapter on ``session``'s backbone.
 
-    Widgets: ``method``, ``task``, ``steps``, ``lr``, ``samples``, ``batch_size``, ``rank`` (0 = the
-    method's default; only for methods with a rank), ``seed``, ``fixed_binding``; ``train_button``,
+    Widgets: ``method``, ``task``, ``steps``, ``lr``, ``samples``, ``batch_size``, ``rank`` (set to the
+    method's default when the method changes; only for methods with a rank), ``seed``, ``fixed_binding``; ``train_button``,
     ``cancel_button``; ``progress`` (IntProgress, step / steps); ``figure`` (a ``go.FigureWidget``
     with :func:`mmict_core.viz.loss_curve`, updated in place while training); ``status``.
 
@@ -44,6 +47,7 @@ class TrainingPanel(Panel):
         self.outcome: TrainOutcome | None = None
         self.adapter_name: str | None = None
         self.thread: threading.Thread | None = None
+        self.job = None  # the session's TrainJob this panel drives
         self._running = threading.Event()
         self._last_plot = 0.0
         self._title = "training loss"
@@ -56,8 +60,8 @@ class TrainingPanel(Panel):
         self.lr = W.BoundedFloatText(value=lr, min=1e-6, max=1.0, step=1e-3, description="lr", style=style, layout=small)
         self.samples = W.BoundedIntText(value=samples, min=1, max=100_000, description="samples", style=style, layout=small)
         self.batch_size = W.BoundedIntText(value=batch_size, min=1, max=256, description="batch", style=style, layout=small)
-        self.rank = W.BoundedIntText(value=0, min=0, max=256, description="rank (0 = default)", style=style,
-                                     layout=W.Layout(width="190px"))
+        self.rank = W.BoundedIntText(value=8, min=1, max=256, description="rank", style=style,
+                                     layout=W.Layout(width="150px"))
         self.seed = W.IntText(value=0, description="seed", style=style, layout=W.Layout(width="120px"))
         self.fixed_binding = W.Checkbox(value=False, description="fixed binding (binding task)", indent=False)
         self.train_button = W.Button(description="Train", button_style="primary", icon="play")
@@ -83,26 +87,23 @@ class TrainingPanel(Panel):
 
     def request(self) -> TrainRequest:
         """The :class:`TrainRequest` the widgets describe."""
-        rank = int(self.rank.value)
         return TrainRequest(method=self.method.value, task=self.task.value, samples=int(self.samples.value),
                             steps=int(self.steps.value), lr=float(self.lr.value),
-                            rank=rank if rank and rank_field(self.method.value) else None, seed=int(self.seed.value),
+                            rank=int(self.rank.value) if rank_field(self.method.value) else None,
+                            seed=int(self.seed.value),
                             batch_size=int(self.batch_size.value), fixed_binding=bool(self.fixed_binding.value))
 
     def start(self) -> None:
-        """What the Train button does: validate, take the backbone, train (in a thread if ``threaded``)."""
+        """What the Train button does: validate, then drive the session's TrainJob (queued for the
+        model, then trained; in a thread if ``threaded``)."""
         if self.running:
             self._say("a training run is already going: cancel it first", "busy")
             return
         try:
             req = self.request()
-            req.validate()
+            self.job = self.session.new_job(req, on_step=self._step)
         except USER_ERRORS as e:
-            self._say(str(e), "error")
-            return
-        lock = backbone_lock(self.session.backbone)
-        if not lock.acquire(blocking=False):
-            self._say(BUSY, "busy")
+            self._say(public_message(e), "error")
             return
         self._running.set()
         self._title = f"{req.method} on {req.task}: training loss"
@@ -114,18 +115,17 @@ class TrainingPanel(Panel):
         self.train_button.disabled, self.cancel_button.disabled = True, False
         self._say(f"training {req.method} on {req.task} for {req.steps} steps ...")
         if self.threaded:
-            self.thread = threading.Thread(target=self._run, args=(req, lock), name="mmict-train", daemon=True)
+            self.thread = threading.Thread(target=self._run, name="mmict-train-panel", daemon=True)
             self.thread.start()
         else:
-            self._run(req, lock)
+            self._run()
 
     def cancel(self) -> None:
-        """What the Cancel button does: the run stops after its current step (the adapter keeps it)."""
-        if not self.running:
+        """What the Cancel button does: the job stops before it starts or after its current step."""
+        if not self.running or self.job is None:
             self._say("nothing is training")
             return
-        self.session.cancel.set()
-        self._say("cancelling after the current step ...", "busy")
+        self._say(self.job.cancel(), "busy")
 
     def wait(self, timeout: float | None = None) -> TrainOutcome | None:
         """Block until the background run ends; returns its outcome (None if it failed)."""
@@ -135,17 +135,25 @@ class TrainingPanel(Panel):
 
     # -- internals ----------------------------------------------------------------------------
     def _rank_enabled(self) -> None:
-        self.rank.disabled = rank_field(self.method.value) is None
+        rf = rank_field(self.method.value)
+        self.rank.disabled = rf is None
+        if rf is not None:  # the method's own default, shown (never a hidden "0 = default")
+            self.rank.value = get_method(self.method.value).config_class.__dataclass_fields__[rf].default
 
-    def _run(self, req: TrainRequest, lock: threading.Lock) -> None:
+    def _run(self) -> None:
+        job = self.job
         try:
-            out = self.session.train(req, callback=self._step)
+            job.start(threaded=False)  # this thread: queued for the model lock, then trained
+            out = job.wait()
+            if out is None:
+                self._say("cancelled before it started", "busy")
+                return
             self.outcome = out
             # the authoritative record: a step that saw the cancel flag first never reached _step
             self.losses = list(out.result.losses)
             self.progress.value = out.result.steps
             self.progress.description = f"step {out.result.steps}"
-            self.adapter_name = next(n for n, m in self.session.adapters.items() if m is out.method)
+            self.adapter_name = job.adapter_name
             r = out.result
             how = "cancelled after" if out.cancelled else "finished:"
             last = f"; final loss {r.losses[-1]:.4f}" if r.losses else ""
@@ -155,14 +163,13 @@ class TrainingPanel(Panel):
                       f"in this session{stored}.", "busy" if out.cancelled else "ok")
         except USER_ERRORS as e:
             self.progress.bar_style = "danger"
-            self._say(f"training failed: {e}", "error")
+            self._say(f"training failed: {public_message(e)}", "error")
         except Exception as e:  # a bug, not bad input: shown in the panel, and raised where someone can see it
             self.progress.bar_style = "danger"
-            self._say(f"training failed: {type(e).__name__}: {e}", "error")
+            self._say(f"training failed: {INTERNAL}", "error")
             raise
         finally:
             self._running.clear()
-            lock.release()
             self._plot(force=True)
             self.train_button.disabled, self.cancel_button.disabled = False, True
             for fn in self.on_done:
@@ -174,8 +181,7 @@ class TrainingPanel(Panel):
         self.progress.description = f"step {step}"
         self._plot(force=step == total)
         for fn in self.on_step:
-            fn(step, total, loss)
-        return False if self.session.cancel.is_set() else None  # a cancel during this step stops here
+            fn(step, total, loss)  # the job reads its cancel flag right after this
 
     def _plot(self, force: bool = False) -> None:
         now = time.monotonic()
