@@ -66,6 +66,20 @@ def test_user_flow_in_browser(tmp_path, monkeypatch):
     assert time.time() - t0 < 180, "the browser flow took far longer than expected"
 
 
+def _fill_number(page, expect, label, value):
+    """Type ``value`` into a number field and wait until the page shows it.  A tab's fields are
+    mounted on its first visit; a value typed while they are mounted can be replaced by the
+    default (seen in CI: Steps kept 80 while Samples took the typed 20), so type until it stays."""
+    box = page.get_by_label(label, exact=True)
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Tab")
+        page.wait_for_timeout(250)
+        if box.input_value() == str(value):
+            break
+    expect(box).to_have_value(str(value))
+
+
 def _flow(page, url, shots, expect):
     """What a user does, tab by tab; a screenshot after each step."""
     page.set_default_timeout(30_000)
@@ -76,7 +90,8 @@ def _flow(page, url, shots, expect):
 
     # -- Demonstrations: toggle two thumbnails, then fill k automatically ----------------
     page.get_by_role("tab", name="Demonstrations").click()
-    summary = page.get_by_text(re.compile(r"\d+ demonstrations"))
+    # the visible tab panel only: the Case study tab also says "4 demonstrations"
+    summary = page.get_by_role("tabpanel").get_by_text(re.compile(r"\d+ demonstrations"))
     expect(summary).to_contain_text("0 demonstrations")  # the pool has loaded
     page.get_by_role("button", name=re.compile(r"^Thumbnail 2 of \d+$")).click()
     expect(summary).to_contain_text("1 demonstrations")
@@ -99,8 +114,9 @@ def _flow(page, url, shots, expect):
 
     # -- Train: a few HiFICL steps ----------------------------------------------------------
     page.get_by_role("tab", name="Train").click()
-    page.get_by_label("Steps", exact=True).fill(str(STEPS))
-    page.get_by_label("Samples", exact=True).fill(str(SAMPLES))
+    expect(page.get_by_role("button", name="Train", exact=True)).to_be_visible()
+    _fill_number(page, expect, "Steps", STEPS)
+    _fill_number(page, expect, "Samples", SAMPLES)
     page.get_by_role("button", name="Train", exact=True).click()
     expect(page.get_by_text(re.compile(r"^finished: "))).to_be_visible(timeout=60_000)
     expect(page.get_by_text(f"finished: {STEPS} steps")).to_be_visible()
