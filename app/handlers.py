@@ -25,6 +25,8 @@ from mmict_core.messages import INTERNAL, public_message
 from mmict_core.methods import get_method
 from mmict_core.workbench_jobs import using_model
 from mmict_core.workbench_store import SessionStore
+from mmict_core.casestudy import starter_library
+from mmict_core.vlibrary.view import OWN
 from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS, Session, TrainRequest, WorkbenchError,
                                   attention_adapters, attention_methods, rank_field, trainable_methods)
 
@@ -111,8 +113,10 @@ class Studio:
     """The app's server side: shared backbones, one :class:`Session` per browser tab."""
 
     def __init__(self, spec: str | None = None, quant: str = "none", workdir: str | Path | None = None,
-                 pool_size: int = 24, public: bool = False, allowed_roots=()):
+                 pool_size: int = 24, public: bool = False, allowed_roots=(), starter_root: str | Path | None = None):
         self.cache = BackboneCache()
+        # the starter library shipped with the teaching VLM: every session sees it, read-only
+        self.shared_libraries = [starter_library(starter_root)]
         self.spec, self.quant, self.pool_size = spec or "teaching", quant, pool_size
         # served beyond this machine: /load_backbone only reads folders under these roots
         self.public = public
@@ -140,7 +144,8 @@ class Studio:
                 bb, info = self.cache.get(self.spec, self.quant)
                 root = (self.store.library_root(self.bound[key]) if key in self.bound else
                         self.workdir / "sessions" / "".join(c for c in key if c.isalnum())[:64] / "vlibrary")
-                self.sessions[key] = Session(bb, info, library_root=root, pool_size=self.pool_size)
+                self.sessions[key] = Session(bb, info, library_root=root, pool_size=self.pool_size,
+                                             shared_libraries=self.shared_libraries)
             return self.sessions[key]
 
     def attach(self, sid, request: gr.Request = None):
@@ -154,7 +159,7 @@ class Studio:
         if old is not None:
             old.close()
         s = self.session(request)
-        for e in s.library.list():
+        for e in s.library.list(source=OWN):  # the starter library's entries are loaded on demand
             try:
                 s.load_from_library(e["name"])
             except Exception:  # noqa: BLE001 — one bad entry does not lose the others
@@ -495,8 +500,10 @@ class Studio:
         for n in names:
             e = entries.get(n)
             if e:
-                loss = (e.get("metrics") or {}).get("final_loss")
-                rows.append([n, e["method"], e["task"], e.get("num_parameters"), "" if loss is None else round(loss, 4),
+                m = e.get("metrics") or {}
+                loss, acc = m.get("final_loss"), m.get("accuracy")
+                rows.append([n, e["source"], e["method"], e["task"], e.get("num_parameters"),
+                             "" if loss is None else round(loss, 4), "" if acc is None else round(acc, 3),
                              "loaded" if n in s.adapters else ""])
         return rows
 

@@ -124,7 +124,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 l_query = gr.Textbox(label="Search")
                 l_search = gr.Button("Search / refresh")
-            l_table = gr.Dataframe(headers=["name", "method", "task", "parameters", "final loss", "in session"],
+            l_table = gr.Dataframe(headers=["name", "source", "method", "task", "parameters", "final loss", "held-out accuracy", "in session"],
                                    interactive=False)
             with gr.Row():
                 l_name = gr.Dropdown(label="Entry", choices=[], allow_custom_value=True)

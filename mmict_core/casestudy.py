@@ -56,10 +56,13 @@ def entry_name(task: str, method: str, fixed_binding: bool = False) -> str:
 
 
 def starter_library(root: str | Path | None = None):
-    """The starter library (read-only by convention: nothing in the product writes to it)."""
+    """The starter library: ``root``, else $MMICT_STARTER_LIBRARY, else the one shipped in assets/.
+    Front ends see it through :class:`~mmict_core.vlibrary.view.LibraryView`, which never writes to it."""
+    import os
+
     from .vlibrary import VLibrary
 
-    return VLibrary(root or STARTER_DIR)
+    return VLibrary(root or os.environ.get("MMICT_STARTER_LIBRARY") or STARTER_DIR)
 
 
 def method_for(backbone, method: str, task: str, *, shots: int = DEFAULT_SHOTS, library=None, fixed_binding: bool = False):

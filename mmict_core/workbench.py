@@ -340,11 +340,16 @@ class Session:
     one per user; the backbone itself is shared (see :class:`BackboneCache`)."""
 
     def __init__(self, backbone, info: BackboneInfo | None = None, library_root: str | os.PathLike | None = None,
-                 task: str = "binding", pool_size: int = 24, seed: int = 0):
+                 task: str = "binding", pool_size: int = 24, seed: int = 0, shared_libraries: Sequence = ()):
         from .vlibrary import VLibrary
+        from .vlibrary.view import LibraryView
 
         self.backbone, self.info = backbone, info
-        self.library = VLibrary(library_root) if library_root is not None else None
+        # the user's own library (writable) seen with the shared read-only ones (the starter library),
+        # of which only the entries trained on this backbone are listed
+        own = VLibrary(library_root) if library_root is not None else None
+        self.library = (LibraryView(own, shared_libraries, backbone.fingerprint())
+                        if own is not None or shared_libraries else None)
         self.adapters: dict[str, Method] = {}
         self.uploads: list[Example] = []
         self.last_rows: list[CompareRow] = []
@@ -500,7 +505,7 @@ class Session:
                 raise WorkbenchError("this session was closed while training; nothing was saved")
             existing = list(self.adapters) + ([e["name"] for e in self.library.list()] if self.library else [])
             name = library_name(req, existing)
-            if self.library is not None:
+            if self.library is not None and self.library.writable:
                 self.library.add(name, out.method, task=req.task, samples=int(req.samples),
                                  description=f"{req.method} on {req.task}, {out.result.steps} steps" + (" (cancelled)" if out.cancelled else ""),
                                  metrics={"final_loss": out.result.losses[-1]} if out.result.losses else None)
@@ -532,6 +537,19 @@ class Session:
 
     def name_of(self, method: Method) -> str | None:
         return next((n for n, m in self.adapters.items() if m is method), None)
+
+    def share_library(self, library) -> None:
+        """Also see ``library`` (read-only: e.g. the starter library) beside this session's own."""
+        from .vlibrary.view import LibraryView
+
+        if self.library is None:
+            self.library = LibraryView(None, [library], self.backbone.fingerprint())
+        elif all(lib.root != library.root for lib in self.library.shared):
+            self.library.shared.append(library)
+
+    def library_choices(self) -> list[str]:
+        """Library entries (own and shared) that are not loaded into this session yet."""
+        return [e["name"] for e in self.library.list() if e["name"] not in self.adapters] if self.library else []
 
     def load_from_library(self, name: str) -> str:
         if self.library is None:
