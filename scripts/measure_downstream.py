@@ -70,10 +70,10 @@ def run_one(bb, task: str, method: str, seed: int, out: Path, library: str | Non
 
 
 def summary(tasks: list[str], out: Path) -> str:
-    from mmict_core.evaluate.claims import chain_verdict, summarize_seeds
+    from mmict_core.evaluate.claims import chain_verdict, summarize_seeds, verdict_ge
 
-    lines = ["| task | method | shots | exact match (mean, 95% t-interval over seeds) | content | per seed |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| task | method | shots | exact match (mean, 95% t-interval over seeds) | content | per seed | CIDEr-D |",
+             "|---|---|---|---|---|---|---|"]
     verdicts = []
     for task in tasks:
         sums = {}
@@ -83,17 +83,22 @@ def summary(tasks: list[str], out: Path) -> str:
                 continue
             if method == "icl":
                 for r in recs[0]["results"]:
+                    cider = f"{r['cider']:.2f}" if "cider" in r else "—"
                     lines.append(f"| {task} | icl | {r['shots']} | {r['accuracy']:.3f} (no training) | "
-                                 f"{r.get('content', float('nan')):.3f} | |")
+                                 f"{r.get('content', float('nan')):.3f} | | {cider} |")
                 continue
             acc = [r["results"][0]["accuracy"] for r in recs]
             con = [r["results"][0].get("content", float("nan")) for r in recs]
+            cider = [r["results"][0]["cider"] for r in recs if "cider" in r["results"][0]]
             s = summarize_seeds(acc)
             sums[method] = s
             lines.append(f"| {task} | {method} | {recs[0]['results'][0]['shots']} | {s.mean:.3f} [{s.lo:.3f}, {s.hi:.3f}] "
-                         f"| {sum(con) / len(con):.3f} | {', '.join(f'{a:.3f}' for a in acc)} |")
+                         f"| {sum(con) / len(con):.3f} | {', '.join(f'{a:.3f}' for a in acc)} | "
+                         f"{f'{sum(cider) / len(cider):.2f}' if cider else '—'} |")
         if all(m in sums and sums[m].n == len(SEEDS) for m in CLAIM):
-            verdicts.append(f"- {task}: MMICT >= VanillaICT >= VanillaFT — **{chain_verdict([sums[m] for m in CLAIM])}**")
+            links = "; ".join(f"{a} >= {b}: {verdict_ge(sums[a], sums[b])}" for a, b in zip(CLAIM, CLAIM[1:]))
+            verdicts.append(f"- {task}: MMICT >= VanillaICT >= VanillaFT — **{chain_verdict([sums[m] for m in CLAIM])}** "
+                            f"({links})")
     return "\n".join(lines + [""] + verdicts)
 
 
