@@ -109,6 +109,17 @@ def _path(f) -> str | None:
     return f if isinstance(f, str) else getattr(f, "name", None) or getattr(f, "path", None)
 
 
+def heldout_text(h: dict | None) -> str:
+    """The held-out accuracy line shown when a training run ends (empty when none was measured)."""
+    if not h:
+        return ""
+    verdict = ("not above chance: this adapter has not learned the task (more steps or samples, another "
+               "learning rate, or fixed binding for an adapter on binding)") if h["ci95"][1] <= h["chance"] else (
+        "above chance" if h["ci95"][0] > h["chance"] else "not clearly above chance (the interval includes it)")
+    return (f"\n\nHeld-out accuracy: **{h['accuracy']:.3f}** [{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] over {h['n']} test "
+            f"episodes with {h['shots']} demonstration(s); chance {h['chance']:.3f} — {verdict}.")
+
+
 class Studio:
     """The app's server side: shared backbones, one :class:`Session` per browser tab."""
 
@@ -401,7 +412,7 @@ class Studio:
     # -- train --------------------------------------------------------------------------------
     @friendly_gen
     def train(self, method: str, task: str, samples: float, steps: float, lr: float, rank: float, seed: float,
-              request: gr.Request = None, progress=gr.Progress()):
+              fixed: bool = False, heldout: float = 0, request: gr.Request = None, progress=gr.Progress()):
         """Drive the session's :class:`TrainJob`: stream its loss curve; a tab closed mid-run cancels
         the job (``drop_session``); the job itself holds the model lock while it trains."""
         s = self.session(request)
@@ -413,7 +424,8 @@ class Studio:
         req = TrainRequest(method=method, task=task, samples=samples, steps=steps,
                            lr=None if lr is None else float(lr),
                            rank=rank if rank is not None and rank_field(method) else None,
-                           seed=int(seed or 0))
+                           seed=int(seed or 0), fixed_binding=bool(fixed),
+                           heldout=heldout if heldout is not None else 0)
         key = getattr(request, "session_hash", None) or "default"
         if key in self.bound:
             self.store.check_quota(self.bound[key])
@@ -440,7 +452,7 @@ class Studio:
         state = "cancelled after" if out.cancelled else "finished:"
         yield (f"{state} {out.result.steps} steps in {out.result.seconds:.1f} s; final loss "
                f"{losses[-1]:.4f}. Saved to this session's VLibrary as **{job.adapter_name}** — it is now in Compare."
-               if losses else f"{state} 0 steps"), viz.loss_curve(losses, title=title)
+               + heldout_text(out.heldout) if losses else f"{state} 0 steps"), viz.loss_curve(losses, title=title)
 
     def request_training(self, request: gr.Request = None):
         """The Train button's first, unqueued step: marks a run as requested, so a Cancel pressed while

@@ -105,6 +105,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 t_lr = gr.Number(value=5e-3, label="Learning rate")
                 t_rank = gr.Number(value=8, precision=0, label="Rank")
                 t_seed = gr.Number(value=0, precision=0, label="Seed")
+                t_fixed = gr.Checkbox(value=False, label="Fixed binding (binding task: one word per colour for "
+                                                         "every episode, as `--fixed-binding`)")
+                t_heldout = gr.Number(value=50, precision=0, label="Held-out episodes scored when training ends")
             with gr.Row():
                 t_go = gr.Button("Train", variant="primary")
                 t_cancel = gr.Button("Cancel")
@@ -170,7 +173,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         task.change(studio.task_info, task, task_md)
         # the progress shows on the status line only, so the loss curve stays visible
         t_go.click(studio.request_training, None, [t_status, t_go], queue=False).then(
-            studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed], [t_status, t_plot],
+            studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed, t_fixed, t_heldout], [t_status, t_plot],
             show_progress_on=[t_status], **MODEL).then(studio.training_done, None, t_go).then(
             studio.method_choices, None, methods).then(
             studio.attention_choices, None, a_adapter).then(studio.library_list, l_query, lib_out)

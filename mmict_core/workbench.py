@@ -26,7 +26,7 @@ from .evaluate.exact_match import exact_match
 from .methods import AttentionCapture, Method, captures_attention, create_method, get_method, method_names
 from .train import TrainConfig, TrainResult, train
 
-GALLERY_TASKS = ("shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format")
+GALLERY_TASKS = ("shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format", "ft-vqa", "ft-caption")
 AUTO_STRATEGIES = tuple(s for s in STRATEGIES if s != "fixed")
 MAX_PROMPT_CHARS = 500
 
@@ -266,6 +266,7 @@ class TrainRequest:
     batch_size: int = 8
     fixed_binding: bool = False
     max_steps: int = 5000
+    heldout: int = 0  # score the adapter on this many held-out test episodes when training ends (0: skip)
 
     def validate(self) -> None:
         if self.method not in trainable_methods():
@@ -284,6 +285,9 @@ class TrainRequest:
             if (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr)
                     or not 1e-6 <= self.lr <= 1.0):
                 raise WorkbenchError(f"learning rate must be between 1e-6 and 1, got {self.lr!r}")
+        if not whole(self.heldout) or not 0 <= self.heldout <= 1000:
+            raise WorkbenchError(f"held-out episodes must be a whole number between 0 and 1000, got {self.heldout!r}")
+        self.heldout = int(self.heldout)
         if self.rank is not None:
             if not whole(self.rank) or not 1 <= self.rank <= 256:
                 raise WorkbenchError(f"rank must be a whole number between 1 and 256, got {self.rank!r}")
@@ -296,6 +300,21 @@ class TrainOutcome:
     result: TrainResult
     cancelled: bool
     request: TrainRequest = field(default_factory=TrainRequest)
+    heldout: dict | None = None  # see heldout_accuracy()
+
+
+def heldout_accuracy(method: Method, task: str, episodes: int, *, fixed_binding: bool = False) -> dict:
+    """``method``'s accuracy on the first ``episodes`` held-out test episodes (seed 0) of ``task`` —
+    with its own number of demonstrations, none for methods that read the query alone — with a 95%
+    Wilson interval and the task's chance level."""
+    from .evaluate.claims import wilson_interval
+    from .evaluate.icl import evaluate_generation
+
+    t = get_task(task, **({"fixed_binding": True} if fixed_binding and task == "binding" else {}))
+    shots = int(getattr(method.config, "shots", 0) or 0) if method.uses_demos else 0
+    r = evaluate_generation(method.generate, t, [shots], episodes=int(episodes), seed=0, progress=False)[0]
+    lo, hi = wilson_interval(r.accuracy * r.n, r.n)
+    return {"accuracy": r.accuracy, "ci95": [lo, hi], "n": r.n, "shots": shots, "chance": t.chance}
 
 
 def train_adapter(backbone, req: TrainRequest, *, callback: Callable[[int, int, float], bool | None] | None = None,
@@ -318,7 +337,10 @@ def train_adapter(backbone, req: TrainRequest, *, callback: Callable[[int, int, 
         return None
 
     result = train(method, cfg, progress=progress, callback=hook)
-    return TrainOutcome(method, result, state["cancelled"], req)
+    out = TrainOutcome(method, result, state["cancelled"], req)
+    if req.heldout and not out.cancelled:
+        out.heldout = heldout_accuracy(method, req.task, req.heldout, fixed_binding=cfg.fixed_binding)
+    return out
 
 
 def library_name(req: TrainRequest, existing: Sequence[str]) -> str:
@@ -507,8 +529,11 @@ class Session:
             name = library_name(req, existing)
             if self.library is not None and self.library.writable:
                 self.library.add(name, out.method, task=req.task, samples=int(req.samples),
-                                 description=f"{req.method} on {req.task}, {out.result.steps} steps" + (" (cancelled)" if out.cancelled else ""),
-                                 metrics={"final_loss": out.result.losses[-1]} if out.result.losses else None)
+                                 description=f"{req.method} on {req.task}{' (fixed binding)' if req.fixed_binding and req.task == 'binding' else ''}, {out.result.steps} steps" + (" (cancelled)" if out.cancelled else ""),
+                                 metrics={**({"final_loss": out.result.losses[-1]} if out.result.losses else {}),
+                                          **({"accuracy": out.heldout["accuracy"], "ci95_lo": out.heldout["ci95"][0],
+                                              "ci95_hi": out.heldout["ci95"][1], "episodes": out.heldout["n"]}
+                                             if out.heldout else {})} or None)
             self.adapters[name] = out.method
             self.last_train = out
         return out
@@ -590,6 +615,6 @@ class Session:
 
 
 __all__ = ["Session", "AUTO_STRATEGIES", "GALLERY_TASKS", "BackboneCache", "BackboneInfo", "CompareRow", "TrainOutcome",
-           "TrainRequest", "WorkbenchError", "attention_adapters", "attention_methods", "auto_select", "build_episode", "compare_one", "demo_token_cost",
+           "TrainRequest", "WorkbenchError", "heldout_accuracy", "attention_adapters", "attention_methods", "auto_select", "build_episode", "compare_one", "demo_token_cost",
            "image_token_count", "library_name", "lm_tokens", "load_backbone_timed", "make_method", "method_label",
            "rank_field", "task_pool", "train_adapter", "training_free_methods", "trainable_methods", "user_example"]
