@@ -102,6 +102,11 @@ def _run(quick: bool, out: Path, threads: int, jobs: int | None, only: tuple[str
                                                   None: "unknown"}[busy],
                              "warnings": [], "errors": {}, "section_s": {}, **provenance()},
                     "settings": settings.as_dict()}
+    load = report["meta"].get("load_avg")
+    if load and load[0] > 0.5 * (report["meta"].get("cpu_count") or 1):
+        report["meta"]["warnings"].append(f"the machine was busy when this run started (1-minute load average {load[0]:.2f} on "
+                                          f"{report['meta'].get('cpu_count')} cores): absolute times are inflated and noisier; "
+                                          "the ratios compare configurations measured interleaved in the same run.")
     if busy:
         report["meta"]["warnings"].append("a teaching-VLM pretraining job was running during this benchmark: absolute "
                                           "times are inflated and noisier; the ratios compare configurations measured "
@@ -133,6 +138,7 @@ def _run(quick: bool, out: Path, threads: int, jobs: int | None, only: tuple[str
             log("[benchmarks] Compare path, before / after (median, same run): " + ", ".join(
                 f"{k} {v:.2f}x" if v is not None else f"{k} n/a" for k, v in report[name]["speedup"].items()))
     report["meta"]["wall_s"] = time.perf_counter() - t_start
+    report["meta"]["load_avg_end"] = cpu_info()["load_avg"]
     goal_list = write(report, Path(out))
     for g in goal_list:
         log(g.line())

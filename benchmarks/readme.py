@@ -31,7 +31,9 @@ def block(report: dict) -> str:
     head = (f"Latest {'quick' if meta.get('quick') else 'full'} run: {meta['started'][:10]}, "
             f"{mach.get('cpu_model') or 'CPU not recorded'}, {mach.get('cores', meta.get('cpu_count'))} cores, "
             f"torch {mach.get('torch', meta.get('torch'))}, {meta.get('threads')} torch thread(s), "
-            f"training beside it: {meta.get('training_running')}, {meta.get('wall_s', 0):.0f} s; "
+            f"training beside it: {meta.get('training_running')}, "
+            + (f"1-minute load average {meta['load_avg'][0]:.1f} at the start, " if meta.get("load_avg") else "")
+            + f"{meta.get('wall_s', 0):.0f} s; "
             + (f"checkpoint `{ck['path']}` sha256 `{sha[:16]}`" if sha else "checkpoint not recorded")
             + (f", commit `{commit[:12]}`{' (with uncommitted changes)' if git.get('dirty') else ''}" if commit
                else ", commit not recorded")
