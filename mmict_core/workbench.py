@@ -163,8 +163,9 @@ def batch_tokens(batch) -> int:
 def demo_token_cost(backbone, demos: Sequence[Example], query: Example) -> int:
     """LM tokens the demonstrations add to the query's input under plain ICL, from the segment
     lengths of the layout (text tokenised, images counted at the backbone's tokens per image):
-    nothing is encoded or assembled."""
+    nothing is encoded or assembled.  ValueError (as the assembly's) when demos and query exceed the context."""
     lengths = backbone.segment_lengths(build_episode(demos, query), with_answer=False)
+    backbone.check_fits(sum(n for _, _, n in lengths))  # as the assembly would: too many demos is an error
     return sum(n for _, item, n in lengths if 0 <= item < len(demos))
 
 

@@ -76,6 +76,9 @@ def test_demo_token_cost_encodes_and_assembles_nothing(vlm):
     with counting(vlm) as n:
         cost = demo_token_cost(vlm, ep.demos, ep.query)
     assert cost == ref and n == {"encode": 0, "assemble": 0}
+    many = make_episode("binding", 100, seed=0, index=0, split="val", pool_size=100)  # ~1500 tokens > 1024
+    with pytest.raises(ValueError, match="context holds"):  # as the assembly says it
+        demo_token_cost(vlm, many.demos, many.query)
 
 
 def test_session_cache_reuses_encodings_bit_identically(vlm):

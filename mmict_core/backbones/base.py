@@ -244,6 +244,15 @@ class VLMBackbone(ABC):
         shapes = [torch.zeros(len(ex.images), self.num_image_tokens, 1) for ex in items]  # (n_img, n_tok, 1)
         return [(s.role, s.item, len(s)) for s in self.episode_segments(episode, with_answer=with_answer, image_tokens=shapes)]
 
+    def check_fits(self, n_tokens: int) -> None:
+        """ValueError when an input of ``n_tokens`` positions exceeds the LM's context."""
+        limit = self.context_length
+        if limit is not None and n_tokens > limit:
+            raise ValueError(
+                f"the assembled input is {n_tokens} tokens but the model's context holds {limit}; "
+                f"use fewer demonstrations (or a method that compresses them)"
+            )
+
     def _ids(self, ids: Sequence[int]) -> torch.Tensor:
         return torch.tensor(list(ids), dtype=torch.long)
 
@@ -282,12 +291,7 @@ class VLMBackbone(ABC):
             rows.append((torch.cat(parts), torch.cat(ids), torch.cat(labels), spans))
             lengths.append(pos)
         T = max(lengths)
-        limit = self.context_length
-        if limit is not None and T > limit:
-            raise ValueError(
-                f"the assembled input is {T} tokens but the model's context holds {limit}; "
-                f"use fewer demonstrations (or a method that compresses them)"
-            )
+        self.check_fits(T)
         B = len(rows)
         embeds = torch.zeros(B, T, d, device=dev, dtype=dtype)
         mask = torch.zeros(B, T, dtype=torch.long, device=dev)
