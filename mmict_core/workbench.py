@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .backbones.encoding_cache import EncodingCache, use_encoding_cache
 from .data import Episode, Example, get_task
 from .data.example import ImageError, load_image
 from .data.selection import STRATEGIES, select_demos
@@ -75,10 +76,8 @@ def load_backbone_timed(spec: str | None = None, quant: str = "none"):
 
 
 def image_token_count(backbone) -> int:
-    """LM tokens one image costs on ``backbone``."""
-    img = np.zeros((backbone.image_size, backbone.image_size, 3), np.uint8)
-    with torch.no_grad():
-        return int(backbone.encode_images([img], ["."]).shape[1])
+    """LM tokens one image costs on ``backbone`` (encoded once per backbone, then remembered)."""
+    return int(backbone.num_image_tokens)
 
 
 class BackboneCache:
@@ -150,15 +149,24 @@ def build_episode(demos: Sequence[Example], query: Example, task: str = "custom"
 
 
 def lm_tokens(backbone, method: Method, episode: Episode) -> int:
-    """LM input tokens ``method`` spends on ``episode``'s prompt."""
+    """LM input tokens ``method`` spends on ``episode``'s prompt (assembles it: where the query is
+    also run, read the count off the generated-from batch instead, as :func:`compare_one` does)."""
     with torch.no_grad(), method.attached():
-        return int(method.batch([episode], with_answer=False).inputs_embeds.shape[1])
+        return batch_tokens(method.batch([episode], with_answer=False))
+
+
+def batch_tokens(batch) -> int:
+    """Real (unpadded) LM input positions of the first row of an assembled batch."""
+    return int(batch.attention_mask[0].sum())
 
 
 def demo_token_cost(backbone, demos: Sequence[Example], query: Example) -> int:
-    """LM tokens the demonstrations add to the query's input under plain ICL."""
-    icl = create_method("icl", backbone)
-    return lm_tokens(backbone, icl, build_episode(demos, query)) - lm_tokens(backbone, icl, build_episode([], query))
+    """LM tokens the demonstrations add to the query's input under plain ICL, from the segment
+    lengths of the layout (text tokenised, images counted at the backbone's tokens per image):
+    nothing is encoded or assembled.  ValueError (as the assembly's) when demos and query exceed the context."""
+    lengths = backbone.segment_lengths(build_episode(demos, query), with_answer=False)
+    backbone.check_fits(sum(n for _, _, n in lengths))  # as the assembly would: too many demos is an error
+    return sum(n for _, item, n in lengths if 0 <= item < len(demos))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,18 +238,20 @@ class CompareRow:
 def compare_one(backbone, episode: Episode, methods: dict[str, Method], *, max_new_tokens: int = 6) -> list[CompareRow]:
     """Run every method on the same episode.  ``methods`` maps a label to a method (plain ICL is
     the registered ``icl`` method: it reads the episode's demos).  A method that cannot run (e.g.
-    the input does not fit the context) gets a row with ``error`` set instead of stopping the others."""
+    the input does not fit the context) gets a row with ``error`` set instead of stopping the others.
+    Each method assembles the episode once: its token count is read off the batch it generates
+    from (the latency covers assembly, image encoding included, and decoding)."""
     rows = []
     for label, method in methods.items():
         shots = episode.k if method.uses_demos else 0
         try:
             if method.uses_demos and method.needs_training and episode.k == 0:
                 raise WorkbenchError(f"{label} reads demonstrations: pick at least one")
-            n_tok = lm_tokens(backbone, method, episode)
             t0 = time.perf_counter()
             with torch.no_grad():
-                out = method.generate([episode], max_new_tokens=max_new_tokens)[0]
+                outs, batch = method.generate_batch([episode], max_new_tokens=max_new_tokens)
             ms = 1000 * (time.perf_counter() - t0)
+            out, n_tok = outs[0], batch_tokens(batch)
         except (ValueError, RuntimeError) as e:
             rows.append(CompareRow(label, "", None, 0.0, 0, shots, error=str(e)))
             continue
@@ -376,6 +386,9 @@ class Session:
         self.uploads: list[Example] = []
         self.last_rows: list[CompareRow] = []
         self.last_train: TrainOutcome | None = None
+        # image encodings of this session's Compare / Attention runs, reused while the demos, the
+        # query and the backbone's vision side stay the same (bounded; see backbones.encoding_cache)
+        self.encodings = EncodingCache()
         self.notes: list[str] = []  # warnings about the last text typed (unknown words)
         self.cancel = threading.Event()  # set while training runs: stop after the current step
         self.training = False
@@ -507,7 +520,8 @@ class Session:
             raise WorkbenchError(f"unknown methods {unknown}; available: {', '.join(pool)}")
         n = max_new_tokens or get_task(self.task).max_new_tokens
         ep = self.episode()
-        self.last_rows = compare_one(self.backbone, ep, {x: pool[x] for x in labels}, max_new_tokens=n)
+        with use_encoding_cache(self.encodings):
+            self.last_rows = compare_one(self.backbone, ep, {x: pool[x] for x in labels}, max_new_tokens=n)
         return self.last_rows
 
     def train(self, req: TrainRequest, callback: Callable[[int, int, float], bool | None] | None = None) -> TrainOutcome:
@@ -611,10 +625,11 @@ class Session:
         ep = self.episode()
         if not ep.query.answers:
             with_answer = False
-        return virtual_kv_attention(m, ep, with_answer=with_answer)
+        with use_encoding_cache(self.encodings):
+            return virtual_kv_attention(m, ep, with_answer=with_answer)
 
 
 __all__ = ["Session", "AUTO_STRATEGIES", "GALLERY_TASKS", "BackboneCache", "BackboneInfo", "CompareRow", "TrainOutcome",
-           "TrainRequest", "WorkbenchError", "heldout_accuracy", "attention_adapters", "attention_methods", "auto_select", "build_episode", "compare_one", "demo_token_cost",
+           "TrainRequest", "WorkbenchError", "heldout_accuracy", "attention_adapters", "attention_methods", "auto_select", "batch_tokens", "build_episode", "compare_one", "demo_token_cost",
            "image_token_count", "library_name", "lm_tokens", "load_backbone_timed", "make_method", "method_label",
            "rank_field", "task_pool", "train_adapter", "training_free_methods", "trainable_methods", "user_example"]
