@@ -11,13 +11,13 @@ import time
 from typing import Callable
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
 from .. import viz
 from ..methods import get_method
 from ..workbench import GALLERY_TASKS, Session, TrainOutcome, TrainRequest, rank_field, trainable_methods
 from ..messages import INTERNAL, public_message
 from ._common import USER_ERRORS, Panel, set_figure
+from ._figure import FigureView
 
 FIGURE_HEIGHT = 320  # px
 
@@ -27,8 +27,8 @@ class TrainingPanel(Panel):
 
     Widgets: ``method``, ``task``, ``steps``, ``lr``, ``samples``, ``batch_size``, ``rank`` (set to the
     method's default when the method changes; only for methods with a rank), ``seed``, ``fixed_binding``; ``train_button``,
-    ``cancel_button``; ``progress`` (IntProgress, step / steps); ``figure`` (a ``go.FigureWidget``
-    with :func:`mmict_core.viz.loss_curve`, updated in place while training); ``status``.
+    ``cancel_button``; ``progress`` (IntProgress, step / steps); ``figure`` (a :class:`FigureView`
+    with :func:`mmict_core.viz.loss_curve`, redrawn while training); ``status``.
 
     State: ``losses`` (this run's per-step losses), ``outcome`` (the :class:`TrainOutcome`),
     ``adapter_name`` (its name in the session), ``thread``.  ``on_step`` callables get
@@ -68,7 +68,7 @@ class TrainingPanel(Panel):
         self.cancel_button = W.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=steps, description="step 0")
         self.status = W.HTML()
-        self.figure = go.FigureWidget(viz.loss_curve([], title="training loss").update_layout(height=FIGURE_HEIGHT))
+        self.figure = FigureView(viz.loss_curve([], title="training loss"), height=FIGURE_HEIGHT)
 
         self.train_button.on_click(lambda _: self.start())
         self.cancel_button.on_click(lambda _: self.cancel())
@@ -78,7 +78,7 @@ class TrainingPanel(Panel):
             W.HBox([self.method, self.task, self.fixed_binding]),
             W.HBox([self.steps, self.lr, self.samples, self.batch_size, self.rank, self.seed]),
             W.HBox([self.train_button, self.cancel_button, self.progress]),
-            self.status, self.figure,
+            self.status, self.figure.widget,
         ])
 
     @property
