@@ -237,7 +237,7 @@ class Studio:
     def gallery_value(self, s: Session) -> list:
         out = []
         for i, ex in enumerate(s.items):
-            mark = f"✓ demo {s.selected.index(i) + 1} · " if i in s.selected else ""
+            mark = f"✓ demo {s.selected.index(i) + 1} · " if i in s.selected else ("query · " if i == s.query_item else "")
             src = "upload · " if i >= len(s.pool) else ""
             out.append((upscale(ex.images[0]), f"{mark}{src}#{i + 1} {ex.prompt} → {ex.answer}"))
         return out

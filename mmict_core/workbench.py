@@ -368,6 +368,7 @@ class Session:
         self.task = task
         self.pool, self.query = task_pool(task, size, seed=seed, index=index)
         self.selected: list[int] = []  # indices into self.items, in demonstration order
+        self.query_item: int | None = None  # the gallery item the query was taken from (not a demo)
 
     @property
     def items(self) -> list[Example]:
@@ -377,6 +378,9 @@ class Session:
     def toggle(self, i: int) -> None:
         if not 0 <= i < len(self.items):
             raise WorkbenchError(f"no gallery item {i} (the gallery has {len(self.items)})")
+        if i == self.query_item and i not in self.selected:
+            raise WorkbenchError(f"gallery item {i} is the query: as a demonstration the model could copy its "
+                                 f"answer; pick another item, or use another item as the query")
         if i in self.selected:
             self.selected.remove(i)
         else:
@@ -392,8 +396,15 @@ class Session:
     def clear(self) -> None:
         self.selected = []
 
+    def selectable(self) -> list[int]:
+        """Gallery indices that may be demonstrations: every item but the one the query came from."""
+        return [i for i in range(len(self.items)) if i != self.query_item]
+
     def auto_fill(self, strategy: str, k: int, seed: int = 0) -> None:
-        self.selected = auto_select(strategy, self.items, self.query, k, seed=seed, backbone=self.backbone)
+        """Select ``k`` demonstrations by ``strategy`` among the :meth:`selectable` items."""
+        ids = self.selectable()
+        picked = auto_select(strategy, [self.items[i] for i in ids], self.query, k, seed=seed, backbone=self.backbone)
+        self.selected = [ids[j] for j in picked]
 
     def check_text(self, prompt: str, answer: str = "") -> list[str]:
         """Refuse typed control tokens (WorkbenchError); warnings for words the model does not know."""
@@ -424,6 +435,7 @@ class Session:
         a = (self.query.answer if answer is None else answer)
         self.check_text(q, a)
         self.query = user_example(img, q, a, task=self.task)
+        self.query_item = None  # the user's own query now, not a gallery item
 
     def demo_warnings(self) -> list[str]:
         """The query picked as a demonstration, and demonstrations picked twice (same image and question)."""
@@ -445,6 +457,7 @@ class Session:
             raise WorkbenchError(f"no gallery item {i}")
         ex = self.items[i]
         self.query = Example(images=list(ex.images), prompt=ex.prompt, answers=list(ex.answers), task=ex.task, meta=dict(ex.meta))
+        self.query_item = i  # no longer selectable as a demonstration (see toggle, auto_fill)
         if i in self.selected:
             self.selected.remove(i)
 

@@ -132,3 +132,25 @@ def test_all_notebooks_run_in_a_few_minutes():
     total = sum(TIMINGS.values())
     print("notebook times: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()) + f"; total {total:.1f} s")
     assert total < 300
+
+
+# ---------------------------------------------------------------- make notebooks
+
+
+def test_make_notebooks_runs_as_root_and_saves_widget_state(tmp_path):
+    """`make notebooks` passes --allow-root exactly when run as root (Jupyter refuses root without
+    it) and installs the project's JupyterLab defaults, which save widget state into the notebook."""
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+    out = subprocess.run(["make", "-n", "notebooks", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    lab = next(ln for ln in out.splitlines() if "jupyter lab" in ln)
+    assert ("--allow-root" in lab) == (os.geteuid() == 0), lab
+    assert f"{venv}/share/jupyter/lab/settings/overrides.json" in out
+    overrides = json.loads((ROOT / "configs" / "jupyterlab-overrides.json").read_text())
+    assert overrides["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True

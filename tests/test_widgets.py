@@ -101,6 +101,48 @@ def test_picker_new_pool_and_query(session):
     assert "no gallery item 99" in p.error
 
 
+def test_picker_status_follows_manual_clicks(session):
+    p = DemoPicker(session)
+    p.strategy.value, p.k.value = "balanced", 3
+    p.fill.click()
+    assert "balanced selection of 3" in p.status.value
+    free = next(i for i in range(len(session.items)) if i not in session.selected)
+    p.toggles[free].value = True  # a manual click after the fill: the status says what it did
+    assert "balanced" not in p.status.value
+    assert f"added item {free}" in p.status.value and "#4" in p.status.value and "4 demonstration(s)" in p.status.value
+    first = session.selected[0]
+    p.toggles[first].value = False
+    assert f"removed item {first}" in p.status.value and "3 demonstration(s)" in p.status.value
+
+
+def test_use_as_query_takes_the_item_out_of_the_demos(session):
+    p = DemoPicker(session)
+    p.toggles[3].value = True
+    p.query_index.value = 3
+    p.use_as_query.click()
+    assert session.query_item == 3 and 3 not in session.selected
+    assert p.toggles[3].disabled and p.toggles[3].description == "query" and not p.toggles[3].value
+    p.toggles[3].value = True  # a click on it (if the browser let one through) is refused and undone
+    assert 3 not in session.selected and not p.toggles[3].value and "is the query" in p.error
+    with pytest.raises(ValueError, match="is the query"):
+        session.toggle(3)
+    # Fill: never the query's item, even when k asks for every other item
+    assert p.k.max == len(session.items) - 1
+    for strategy in ("random", "balanced", "similarity"):
+        p.strategy.value, p.k.value = strategy, len(session.items) - 1
+        p.fill.click()
+        assert sorted(session.selected) == [i for i in range(len(session.items)) if i != 3], strategy
+    p.k.value = 2
+    p.fill.click()
+    assert len(session.selected) == 2 and 3 not in session.selected and session.demo_warnings() == []
+    session.set_query(prompt=session.query.prompt)  # the user's own query: item 3 is selectable again
+    assert session.query_item is None
+    p._sync()
+    assert not p.toggles[3].disabled
+    session.toggle(3)
+    assert 3 in session.selected
+
+
 # ---------------------------------------------------------------- training
 
 

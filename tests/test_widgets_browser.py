@@ -75,14 +75,15 @@ def _needs():
 
 
 class Lab:
-    """A JupyterLab server on ``root`` with its own config, runtime and settings folders; the
-    widget manager saves widget state into the notebook (as ``make notebooks`` sets it)."""
+    """A JupyterLab server on ``root`` with its own config, runtime and settings folders, and the
+    project's JupyterLab defaults (configs/jupyterlab-overrides.json: the widget manager saves widget
+    state into the notebook), as ``make notebooks`` installs them."""
 
     def __init__(self, jupyter: Path, root: Path, home: Path):
         self.port = _free_port()
-        settings = home / "settings" / "@jupyter-widgets" / "jupyterlab-manager"
-        settings.mkdir(parents=True, exist_ok=True)
-        (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
+        app_settings = home / "app-settings"  # the venv's defaults, as `make notebooks` installs them
+        app_settings.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "configs" / "jupyterlab-overrides.json", app_settings / "overrides.json")
         for sub in ("notification", "apputils-extension"):  # no news / update pop-ups over the page
             (home / "settings" / "@jupyterlab" / sub).mkdir(parents=True, exist_ok=True)
         (home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
@@ -95,7 +96,7 @@ class Lab:
         self.proc = subprocess.Popen(
             [str(jupyter), "lab", "--no-browser", "--allow-root", f"--port={self.port}", "--ServerApp.token=",
              "--ServerApp.password=", f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
-             "--ServerApp.ip=127.0.0.1"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+             "--ServerApp.ip=127.0.0.1", f"--LabApp.app_settings_dir={app_settings}"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
