@@ -315,3 +315,56 @@ def test_attention_explorer_without_an_adapter(session):
     a = AttentionExplorer(session)
     a.show_button.click()
     assert "no adapter with virtual key/value slots" in a.error and a.attention is None
+
+
+# ---------------------------------------------------------------- default training can succeed
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from mmict_core.workbench import load_backbone_timed
+
+    return load_backbone_timed()[0]  # the shipped teaching VLM (assets/teaching-vlm)
+
+
+def _held_out_accuracy(backbone, method, task, fixed_binding, episodes=32, seed=0):
+    """Plain re-computation: one episode at a time, exact match against the references."""
+    from mmict_core.data import make_episode
+
+    t = get_task(task, **({"fixed_binding": True} if fixed_binding else {}))
+    k = method.config.shots if method.uses_demos else 0
+    hits = []
+    for i in range(episodes):
+        ep = make_episode(t, k, seed=seed, index=i, split="test", pool_size=max(t.default_pool_size, k))
+        with torch.no_grad():
+            out = method.generate([ep], max_new_tokens=t.max_new_tokens)[0]
+        hits.append(exact_match(out, ep.query.answers))
+    return float(np.mean(hits))
+
+
+def test_studio_default_training_learns_and_says_so(shipped):
+    """The Studio's training defaults (HiFICL, 300 steps, fixed binding) reach a high held-out
+    accuracy on the shipped model, and the status reports the check's numbers."""
+    s = Session(shipped, task="binding", pool_size=8, seed=0)
+    studio = Studio(s, threaded=False)
+    t = studio.training
+    assert (t.method.value, t.task.value, t.steps.value, t.fixed_binding.value) == ("hificl", "binding", 300, True)
+    t.train_button.click()
+    c = t.check
+    assert c is not None and c.learned and c.accuracy >= 0.9 and c.baseline <= 0.1
+    assert c.accuracy == pytest.approx(_held_out_accuracy(shipped, t.outcome.method, "binding", True), abs=1e-9)
+    assert "finished: 300 steps" in t.status.value and "without learning" not in t.status.value
+    assert f"held-out accuracy {c.accuracy:.2f}" in t.status.value
+
+
+def test_training_that_learns_nothing_says_so(shipped):
+    """HiFICL on per-episode bindings (the words change every episode) cannot learn them."""
+    s = Session(shipped, task="binding", pool_size=8, seed=0)
+    t = TrainingPanel(s, threaded=False, steps=60)
+    t.fixed_binding.value = False
+    t.train_button.click()
+    c = t.check
+    assert not c.learned and c.accuracy < c.baseline + c.margin
+    assert c.accuracy == pytest.approx(_held_out_accuracy(shipped, t.outcome.method, "binding", False), abs=1e-9)
+    assert "finished without learning: 60 steps" in t.status.value and "did not learn the task" in t.status.value
+    assert t.progress.bar_style == "warning"

@@ -16,7 +16,8 @@ from .. import viz
 from ..methods import get_method
 from ..workbench import GALLERY_TASKS, Session, TrainOutcome, TrainRequest, rank_field, trainable_methods
 from ..messages import INTERNAL, public_message
-from ._common import USER_ERRORS, Panel, set_figure
+from ..workbench_check import CHECK_EPISODES, LearningCheck, learning_check
+from ._common import USER_ERRORS, Panel, backbone_lock, set_figure
 from ._figure import FigureView
 
 FIGURE_HEIGHT = 320  # px
@@ -30,16 +31,25 @@ class TrainingPanel(Panel):
     ``cancel_button``; ``progress`` (IntProgress, step / steps); ``figure`` (a :class:`FigureView`
     with :func:`mmict_core.viz.loss_curve`, redrawn while training); ``status``.
 
+    Defaults that can succeed on the teaching VLM: HiFICL, 300 steps, lr 5e-3, binding with one fixed
+    binding (measured: held-out accuracy 0.98-1.00 after 200-400 steps, a few seconds of CPU; on
+    per-episode bindings HiFICL cannot learn, the words change every episode).  After a run, a
+    held-out check (``check_episodes``; :mod:`mmict_core.workbench_check`) says in the status whether
+    the adapter beats the bare model, and "finished without learning" when it does not.
+
     State: ``losses`` (this run's per-step losses), ``outcome`` (the :class:`TrainOutcome`),
+    ``check`` (its :class:`LearningCheck`),
     ``adapter_name`` (its name in the session), ``thread``.  ``on_step`` callables get
     ``(step, total, loss)`` after every step; ``on_done`` callables run when a run ends.
     """
 
     def __init__(self, session: Session, *, threaded: bool = True, method: str = "hificl", task: str | None = None,
-                 steps: int = 60, lr: float = 5e-3, samples: int = 200, batch_size: int = 8,
-                 min_plot_interval: float = 0.25):
+                 steps: int = 300, lr: float = 5e-3, samples: int = 200, batch_size: int = 8, fixed_binding: bool = True,
+                 check_episodes: int = CHECK_EPISODES, min_plot_interval: float = 0.25):
         self.session = session
         self.threaded = threaded
+        self.check_episodes = int(check_episodes)  # held-out episodes of the learning check (0: none)
+        self.check: LearningCheck | None = None
         self.min_plot_interval = float(min_plot_interval)
         self.on_step: list[Callable[[int, int, float], None]] = []
         self.on_done: list[Callable[[], None]] = []
@@ -63,7 +73,7 @@ class TrainingPanel(Panel):
         self.rank = W.BoundedIntText(value=8, min=1, max=256, description="rank", style=style,
                                      layout=W.Layout(width="150px"))
         self.seed = W.IntText(value=0, description="seed", style=style, layout=W.Layout(width="120px"))
-        self.fixed_binding = W.Checkbox(value=False, description="fixed binding (binding task)", indent=False)
+        self.fixed_binding = W.Checkbox(value=fixed_binding, description="fixed binding (binding task)", indent=False)
         self.train_button = W.Button(description="Train", button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=steps, description="step 0")
@@ -108,7 +118,7 @@ class TrainingPanel(Panel):
         self._running.set()
         self._title = f"{req.method} on {req.task}: training loss"
         self.losses = []
-        self.outcome, self.adapter_name = None, None
+        self.outcome, self.adapter_name, self.check = None, None, None
         self.progress.max, self.progress.value, self.progress.description = req.steps, 0, "step 0"
         self.progress.bar_style = ""
         self._plot(force=True)
@@ -159,8 +169,17 @@ class TrainingPanel(Panel):
             last = f"; final loss {r.losses[-1]:.4f}" if r.losses else ""
             stored = " and stored in its VLibrary" if self.session.library is not None else ""
             self.progress.bar_style = "warning" if out.cancelled else "success"
-            self._say(f"{how} {r.steps} steps in {r.seconds:.1f} s{last}. The adapter is {self.adapter_name!r} "
-                      f"in this session{stored}.", "busy" if out.cancelled else "ok")
+            done = (f"{how} {r.steps} steps in {r.seconds:.1f} s{last}. The adapter is {self.adapter_name!r} "
+                    f"in this session{stored}.")
+            self._say(done, "busy" if out.cancelled else "ok")
+            if not out.cancelled and self.check_episodes > 0:
+                self._say(done + " Checking it on held-out episodes ...", "busy")
+                self.check = self._learning_check(out)
+                kind = "ok" if self.check.learned else "error"
+                if not self.check.learned:
+                    self.progress.bar_style = "warning"
+                    done = done.replace("finished:", "finished without learning:", 1)
+                self._say(f"{done} {self.check.describe()}.", kind)
         except USER_ERRORS as e:
             self.progress.bar_style = "danger"
             self._say(f"training failed: {public_message(e)}", "error")
@@ -174,6 +193,13 @@ class TrainingPanel(Panel):
             self.train_button.disabled, self.cancel_button.disabled = False, True
             for fn in self.on_done:
                 fn()
+
+    def _learning_check(self, out: TrainOutcome) -> LearningCheck:
+        """The held-out check of a finished run (holding the model, as the training did)."""
+        req = out.request
+        with backbone_lock(self.session.backbone):
+            return learning_check(self.session.backbone, out.method, req.task, fixed_binding=req.fixed_binding,
+                                  episodes=self.check_episodes, seed=req.seed)
 
     def _step(self, step: int, total: int, loss: float) -> bool | None:
         self.losses.append(float(loss))
