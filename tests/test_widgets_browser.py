@@ -140,6 +140,12 @@ def _wait_rendered(page, expect, console, what: str) -> None:
     expect(page.locator(".jp-OutputArea").get_by_text("Show attention").first).to_be_visible()
     page.wait_for_timeout(3000)  # anywidget's initialisation timeout is 2 s: let any failure show
     assert _problems(page, console) == [], f"{what}: widgets failed"
+    # every figure drawn with a height, and nothing wider than the notebook at 1280 px (sidebar open)
+    boxes = plots.evaluate_all("els => els.filter(e => e.offsetParent !== null).map(e => e.getBoundingClientRect().height)")
+    assert boxes and min(boxes) > 100, f"{what}: a figure was drawn {min(boxes)} px high"
+    wide = page.locator(".jp-OutputArea-output").evaluate_all(
+        "els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => [e.className, e.scrollWidth, e.clientWidth])")
+    assert wide == [], f"{what}: outputs wider than the notebook: {wide}"
     assert page.locator(".widget-tab").count() >= 1  # the Studio's tabs
 
 

@@ -24,7 +24,7 @@ def figure_bundle(fig: go.Figure) -> dict:
     """The display bundle of ``fig``: plotly's JSON (rendered by JupyterLab's plotly extension) and
     a one-line text fallback."""
     spec = json.loads(pio.to_json(fig, validate=False))  # numpy arrays -> lists
-    spec["config"] = {"responsive": True, "displaylogo": False}
+    spec["config"] = {"displaylogo": False}  # not "responsive": JupyterLab then draws the first figure 0 px high
     title = fig.layout.title.text or "figure"
     return {PLOTLY_MIME: spec, "text/plain": f"<plotly figure: {title}>"}
 
@@ -34,7 +34,7 @@ class FigureView:
     ``data`` / ``layout`` read it (the same access a ``FigureWidget`` gives)."""
 
     def __init__(self, fig: go.Figure | None = None, *, height: int | None = None):
-        self.widget = W.Output(layout=W.Layout(width="100%", min_width="0"))
+        self.widget = W.Output(layout=W.Layout(min_width="0"))  # as wide as its panel (no fixed px: fits 1280)
         self.figure = go.Figure()
         self.show(fig if fig is not None else go.Figure(), height=height)
 
