@@ -28,7 +28,7 @@ class LearningCheck:
 
     def describe(self) -> str:
         demos = f"{self.shots} demo{'s' if self.shots != 1 else ''}"
-        nums = (f"held-out accuracy {self.accuracy:.2f} on {self.episodes} episodes vs {self.baseline:.2f} for the "
+        nums = (f"Held-out accuracy {self.accuracy:.2f} on {self.episodes} episodes vs {self.baseline:.2f} for the "
                 f"bare model ({demos})")
         if self.learned:
             return nums

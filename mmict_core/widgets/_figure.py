@@ -1,32 +1,21 @@
-"""A plotly figure inside a panel, as a plain ``ipywidgets.Output`` holding the figure's JSON.
+"""A plotly figure inside a panel, as a plain ``ipywidgets.Output`` holding the figure's display bundle.
 
 Why not ``go.FigureWidget``: since plotly 6 it is an anywidget whose *every instance* syncs the whole
-plotly.js bundle (``_esm``, ~5 MB) as model state.  A notebook with the Training and Attention panels
-holds five of them: its saved widget state weighs ~25 MB, and when the browser restores the models
-(a reload, or a notebook opened with saved widget state) each must import its 5 MB module within
-anywidget's 2-second initialisation timeout ("[anywidget] Failed to initialize model"); a model that
-fails is never registered, so its views read "Error displaying widget: model not found".
-An Output widget is a core ipywidgets model: its state is the figure's JSON (kilobytes), JupyterLab
-renders it with the plotly mime renderer, and setting its ``outputs`` trait is safe from the training
+plotly.js bundle (``_esm``, ~5 MB) as model state.  The Training and Attention panels held five: a
+notebook saved with its widget state (what keeps widgets visible once the kernel is gone: the
+"model not found" after a reload of a notebook whose kernel ended) weighed 25-51 MB, and on a
+restore each model must import its 5 MB module within anywidget's 2-second initialisation timeout
+("[anywidget] Failed to initialize model" when it does not).
+An Output widget is a core ipywidgets model: its state is the figure's JSON and HTML (kilobytes,
+:func:`mmict_core.viz.figure_bundle`), JupyterLab renders it with the plotly mime renderer, an
+nbconvert HTML export with the HTML, and setting its ``outputs`` trait is safe from the training
 thread."""
 from __future__ import annotations
 
-import json
-
 import ipywidgets as W
 import plotly.graph_objects as go
-import plotly.io as pio
 
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
-
-
-def figure_bundle(fig: go.Figure) -> dict:
-    """The display bundle of ``fig``: plotly's JSON (rendered by JupyterLab's plotly extension) and
-    a one-line text fallback."""
-    spec = json.loads(pio.to_json(fig, validate=False))  # numpy arrays -> lists
-    spec["config"] = {"displaylogo": False}  # not "responsive": JupyterLab then draws the first figure 0 px high
-    title = fig.layout.title.text or "figure"
-    return {PLOTLY_MIME: spec, "text/plain": f"<plotly figure: {title}>"}
+from ..viz.render import figure_bundle
 
 
 class FigureView:
