@@ -368,3 +368,36 @@ def test_training_that_learns_nothing_says_so(shipped):
     assert c.accuracy == pytest.approx(_held_out_accuracy(shipped, t.outcome.method, "binding", False), abs=1e-9)
     assert "finished without learning: 60 steps" in t.status.value and "did not learn the task" in t.status.value
     assert t.progress.bar_style == "warning"
+
+
+def _widget_tree(w):
+    import ipywidgets as W
+
+    yield w
+    for c in getattr(w, "children", ()) or ():
+        if isinstance(c, W.Widget):
+            yield from _widget_tree(c)
+
+
+def test_studio_widgets_are_light_core_models(hificl_session):
+    """No anywidget in the panels (plotly's FigureWidget syncs its 5 MB plotly.js bundle per instance,
+    which made a saved notebook 25-51 MB); every figure is an Output holding plotly JSON + HTML."""
+    import json
+
+    import anywidget
+
+    studio = Studio(hificl_session, threaded=False)
+    studio.attention.show()
+    tree = list(_widget_tree(studio.widget))
+    assert not [w for w in tree if isinstance(w, anywidget.AnyWidget)]
+    outputs = [w for w in tree if w._model_name == "OutputModel"]
+    assert len(outputs) == 5  # the loss curve and the attention explorer's four views
+    figs = [studio.training.figure, studio.attention.grid, studio.attention.slots, studio.attention.per_token,
+            studio.attention.head_view]
+    for fv in figs:
+        (out,) = fv.widget.outputs
+        spec = out["data"]["application/vnd.plotly.v1+json"]
+        assert spec["data"] == json.loads(fv.figure.to_json())["data"]  # the figure on screen, as JSON
+        assert "Plotly.newPlot" in out["data"]["text/html"]
+    size = sum(len(json.dumps(w.get_state(), default=str)) for w in tree)
+    assert size < 1_000_000, f"the Studio's widget state weighs {size:,} bytes"
