@@ -23,6 +23,7 @@ from mmict_core import viz
 from mmict_core.data import get_task
 from mmict_core.messages import INTERNAL, public_message
 from mmict_core.methods import get_method
+from mmict_core.workbench_check import learning_check
 from mmict_core.workbench_jobs import using_model
 from mmict_core.workbench_store import SessionStore
 from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS, Session, TrainRequest, WorkbenchError,
@@ -396,9 +397,11 @@ class Studio:
     # -- train --------------------------------------------------------------------------------
     @friendly_gen
     def train(self, method: str, task: str, samples: float, steps: float, lr: float, rank: float, seed: float,
-              request: gr.Request = None, progress=gr.Progress()):
+              fixed_binding: bool = False, request: gr.Request = None, progress=gr.Progress()):
         """Drive the session's :class:`TrainJob`: stream its loss curve; a tab closed mid-run cancels
-        the job (``drop_session``); the job itself holds the model lock while it trains."""
+        the job (``drop_session``); the job itself holds the model lock while it trains.  A finished
+        run is then checked on held-out episodes (:mod:`mmict_core.workbench_check`): the status says
+        whether it learned the task, with the numbers."""
         s = self.session(request)
         if s.cancel_queued:  # Cancel was pressed while this request waited in the queue
             s.cancel_queued = False
@@ -408,7 +411,7 @@ class Studio:
         req = TrainRequest(method=method, task=task, samples=samples, steps=steps,
                            lr=None if lr is None else float(lr),
                            rank=rank if rank is not None and rank_field(method) else None,
-                           seed=int(seed or 0))
+                           seed=int(seed or 0), fixed_binding=bool(fixed_binding))
         key = getattr(request, "session_hash", None) or "default"
         if key in self.bound:
             self.store.check_quota(self.bound[key])
@@ -433,9 +436,17 @@ class Studio:
             yield "cancelled before it started", viz.loss_curve([], title=title)
             return
         state = "cancelled after" if out.cancelled else "finished:"
-        yield (f"{state} {out.result.steps} steps in {out.result.seconds:.1f} s; final loss "
-               f"{losses[-1]:.4f}. Saved to this session's VLibrary as **{job.adapter_name}** — it is now in Compare."
-               if losses else f"{state} 0 steps"), viz.loss_curve(losses, title=title)
+        done = (f"{state} {out.result.steps} steps in {out.result.seconds:.1f} s; final loss "
+                f"{losses[-1]:.4f}. Saved to this session's VLibrary as **{job.adapter_name}** — it is now in Compare."
+                if losses else f"{state} 0 steps")
+        if out.cancelled or not losses:
+            yield done, viz.loss_curve(losses, title=title)
+            return
+        yield f"{done} Checking it on held-out episodes …", viz.loss_curve(losses, title=title)
+        with using_model(s.backbone):
+            check = learning_check(s.backbone, out.method, req.task, fixed_binding=req.fixed_binding, seed=req.seed)
+        verdict = check.describe() if check.learned else f"**{check.describe()}**"
+        yield f"{done} {verdict}", viz.loss_curve(losses, title=title)
 
     def request_training(self, request: gr.Request = None):
         """The Train button's first, unqueued step: marks a run as requested, so a Cancel pressed while

@@ -97,7 +97,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 t_method = gr.Dropdown(trainable_methods(), value="hificl", label="Method")
                 t_task = gr.Dropdown(list(GALLERY_TASKS), value="binding", label="Task")
                 t_samples = gr.Number(value=200, precision=0, label="Samples")
-                t_steps = gr.Number(value=80, precision=0, label="Steps")
+                t_steps = gr.Number(value=300, precision=0, label="Steps")
+                t_fixed = gr.Checkbox(value=True, label="Fixed binding (binding: the same words every episode, "
+                                                        "so an adapter can learn them)")
             with gr.Row():
                 t_method_md = gr.Markdown(studio.method_info("hificl")[0])
                 t_task_md = gr.Markdown(studio.task_info("binding"))
@@ -170,7 +172,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         task.change(studio.task_info, task, task_md)
         # the progress shows on the status line only, so the loss curve stays visible
         t_go.click(studio.request_training, None, [t_status, t_go], queue=False).then(
-            studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed], [t_status, t_plot],
+            studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed, t_fixed], [t_status, t_plot],
             show_progress_on=[t_status], **MODEL).then(studio.training_done, None, t_go).then(
             studio.method_choices, None, methods).then(
             studio.attention_choices, None, a_adapter).then(studio.library_list, l_query, lib_out)

@@ -27,13 +27,14 @@ class LearningCheck:
         return self.accuracy >= self.baseline + self.margin
 
     def describe(self) -> str:
+        """One sentence for a status line: the verdict first, then the numbers it rests on."""
         demos = f"{self.shots} demo{'s' if self.shots != 1 else ''}"
-        nums = (f"Held-out accuracy {self.accuracy:.2f} on {self.episodes} episodes vs {self.baseline:.2f} for the "
+        nums = (f"held-out accuracy {self.accuracy:.2f} on {self.episodes} episodes vs {self.baseline:.2f} for the "
                 f"bare model ({demos})")
         if self.learned:
-            return nums
-        return (f"{nums}: the run did not learn the task (no gain of {self.margin:.2f} or more). Try more steps, "
-                f"a task the method can learn (HiFICL: binding with 'fixed binding'), or another method")
+            return f"Learned the task: {nums}."
+        return (f"Did not learn the task: {nums}, no gain of {self.margin:.2f} or more. Try more steps, a task the "
+                f"method can learn (HiFICL: binding with 'fixed binding'), or another method.")
 
 
 def learning_check(backbone, method, task: str, *, fixed_binding: bool = False, episodes: int = CHECK_EPISODES,

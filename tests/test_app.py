@@ -184,3 +184,23 @@ def test_two_users_train_at_once(served):
     finally:
         c1.close()
         c2.close()
+
+
+def test_training_status_says_whether_it_learned(studio):
+    """The Train tab's defaults (HiFICL, 300 steps, fixed binding) learn the task on the shipped
+    model and the status says so with the held-out numbers; per-episode bindings do not, and the
+    status says that instead of only "finished"."""
+    from mmict_core.workbench_check import learning_check
+
+    r = Req("frank")
+    noprog = dict(request=r, progress=lambda *x, **k: None)
+    ok = list(studio.train("hificl", "binding", 200, 300, 5e-3, 8, 0, True, **noprog))[-1][0]
+    assert "finished: 300 steps" in ok and "Learned the task: held-out accuracy" in ok
+    acc = float(ok.split("held-out accuracy ")[1].split()[0])
+    assert acc >= 0.9
+    # the numbers are the check's: recomputed on the adapter the session now holds
+    s = studio.session(r)
+    again = learning_check(s.backbone, s.adapters["hificl-binding-300s"], "binding", fixed_binding=True)
+    assert f"held-out accuracy {again.accuracy:.2f}" in ok and f"vs {again.baseline:.2f} for the bare model" in ok
+    bad = list(studio.train("hificl", "binding", 200, 60, 5e-3, 8, 0, False, **noprog))[-1][0]
+    assert "finished: 60 steps" in bad and "**Did not learn the task" in bad

@@ -353,8 +353,8 @@ def test_studio_default_training_learns_and_says_so(shipped):
     c = t.check
     assert c is not None and c.learned and c.accuracy >= 0.9 and c.baseline <= 0.1
     assert c.accuracy == pytest.approx(_held_out_accuracy(shipped, t.outcome.method, "binding", True), abs=1e-9)
-    assert "finished: 300 steps" in t.status.value and "without learning" not in t.status.value
-    assert f"Held-out accuracy {c.accuracy:.2f}" in t.status.value
+    assert "finished: 300 steps" in t.status.value and "Learned the task" in t.status.value
+    assert f"held-out accuracy {c.accuracy:.2f}" in t.status.value and "Did not learn" not in t.status.value
 
 
 def test_training_that_learns_nothing_says_so(shipped):
@@ -366,7 +366,7 @@ def test_training_that_learns_nothing_says_so(shipped):
     c = t.check
     assert not c.learned and c.accuracy < c.baseline + c.margin
     assert c.accuracy == pytest.approx(_held_out_accuracy(shipped, t.outcome.method, "binding", False), abs=1e-9)
-    assert "finished without learning: 60 steps" in t.status.value and "did not learn the task" in t.status.value
+    assert "finished: 60 steps" in t.status.value and "Did not learn the task" in t.status.value
     assert t.progress.bar_style == "warning"
 
 

@@ -35,7 +35,7 @@ class TrainingPanel(Panel):
     binding (measured: held-out accuracy 0.98-1.00 after 200-400 steps, a few seconds of CPU; on
     per-episode bindings HiFICL cannot learn, the words change every episode).  After a run, a
     held-out check (``check_episodes``; :mod:`mmict_core.workbench_check`) says in the status whether
-    the adapter beats the bare model, and "finished without learning" when it does not.
+    the adapter beats the bare model ("Learned the task" / "Did not learn the task", with the numbers).
 
     State: ``losses`` (this run's per-step losses), ``outcome`` (the :class:`TrainOutcome`),
     ``check`` (its :class:`LearningCheck`),
@@ -175,11 +175,9 @@ class TrainingPanel(Panel):
             if not out.cancelled and self.check_episodes > 0:
                 self._say(done + " Checking it on held-out episodes ...", "busy")
                 self.check = self._learning_check(out)
-                kind = "ok" if self.check.learned else "error"
                 if not self.check.learned:
                     self.progress.bar_style = "warning"
-                    done = done.replace("finished:", "finished without learning:", 1)
-                self._say(f"{done} {self.check.describe()}.", kind)
+                self._say(f"{done} {self.check.describe()}", "ok" if self.check.learned else "error")
         except USER_ERRORS as e:
             self.progress.bar_style = "danger"
             self._say(f"training failed: {public_message(e)}", "error")
