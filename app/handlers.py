@@ -23,11 +23,12 @@ from mmict_core import viz
 from mmict_core.data import get_task
 from mmict_core.messages import INTERNAL, public_message
 from mmict_core.methods import get_method
-from mmict_core.workbench_check import learning_check
 from mmict_core.workbench_jobs import using_model
 from mmict_core.workbench_store import SessionStore
+from mmict_core.casestudy import starter_library
+from mmict_core.vlibrary.view import OWN
 from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS, Session, TrainRequest, WorkbenchError,
-                                  attention_adapters, attention_methods, rank_field, trainable_methods)
+                                  heldout_summary, attention_adapters, attention_methods, rank_field, trainable_methods)
 
 log = logging.getLogger("mmict.app")
 RESULTS_FILE = "results.json"  # a stored session's last comparison
@@ -108,12 +109,21 @@ def _path(f) -> str | None:
     return f if isinstance(f, str) else getattr(f, "name", None) or getattr(f, "path", None)
 
 
+def heldout_text(h: dict | None) -> str:
+    """The held-out accuracy line shown when a training run ends (empty when none was measured)."""
+    if not h:
+        return ""
+    return f"\n\n{heldout_summary(h, bold=True)}"
+
+
 class Studio:
     """The app's server side: shared backbones, one :class:`Session` per browser tab."""
 
     def __init__(self, spec: str | None = None, quant: str = "none", workdir: str | Path | None = None,
-                 pool_size: int = 24, public: bool = False, allowed_roots=()):
+                 pool_size: int = 24, public: bool = False, allowed_roots=(), starter_root: str | Path | None = None):
         self.cache = BackboneCache()
+        # the starter library shipped with the teaching VLM: every session sees it, read-only
+        self.shared_libraries = [starter_library(starter_root)]
         self.spec, self.quant, self.pool_size = spec or "teaching", quant, pool_size
         # served beyond this machine: /load_backbone only reads folders under these roots
         self.public = public
@@ -141,7 +151,8 @@ class Studio:
                 bb, info = self.cache.get(self.spec, self.quant)
                 root = (self.store.library_root(self.bound[key]) if key in self.bound else
                         self.workdir / "sessions" / "".join(c for c in key if c.isalnum())[:64] / "vlibrary")
-                self.sessions[key] = Session(bb, info, library_root=root, pool_size=self.pool_size)
+                self.sessions[key] = Session(bb, info, library_root=root, pool_size=self.pool_size,
+                                             shared_libraries=self.shared_libraries)
             return self.sessions[key]
 
     def attach(self, sid, request: gr.Request = None):
@@ -155,7 +166,7 @@ class Studio:
         if old is not None:
             old.close()
         s = self.session(request)
-        for e in s.library.list():
+        for e in s.library.list(source=OWN):  # the starter library's entries are loaded on demand
             try:
                 s.load_from_library(e["name"])
             except Exception:  # noqa: BLE001 — one bad entry does not lose the others
@@ -397,11 +408,9 @@ class Studio:
     # -- train --------------------------------------------------------------------------------
     @friendly_gen
     def train(self, method: str, task: str, samples: float, steps: float, lr: float, rank: float, seed: float,
-              fixed_binding: bool = False, request: gr.Request = None, progress=gr.Progress()):
+              fixed: bool = False, heldout: float = 0, request: gr.Request = None, progress=gr.Progress()):
         """Drive the session's :class:`TrainJob`: stream its loss curve; a tab closed mid-run cancels
-        the job (``drop_session``); the job itself holds the model lock while it trains.  A finished
-        run is then checked on held-out episodes (:mod:`mmict_core.workbench_check`): the status says
-        whether it learned the task, with the numbers."""
+        the job (``drop_session``); the job itself holds the model lock while it trains."""
         s = self.session(request)
         if s.cancel_queued:  # Cancel was pressed while this request waited in the queue
             s.cancel_queued = False
@@ -411,7 +420,8 @@ class Studio:
         req = TrainRequest(method=method, task=task, samples=samples, steps=steps,
                            lr=None if lr is None else float(lr),
                            rank=rank if rank is not None and rank_field(method) else None,
-                           seed=int(seed or 0), fixed_binding=bool(fixed_binding))
+                           seed=int(seed or 0), fixed_binding=bool(fixed),
+                           heldout=heldout if heldout is not None else 0)
         key = getattr(request, "session_hash", None) or "default"
         if key in self.bound:
             self.store.check_quota(self.bound[key])
@@ -436,17 +446,9 @@ class Studio:
             yield "cancelled before it started", viz.loss_curve([], title=title)
             return
         state = "cancelled after" if out.cancelled else "finished:"
-        done = (f"{state} {out.result.steps} steps in {out.result.seconds:.1f} s; final loss "
-                f"{losses[-1]:.4f}. Saved to this session's VLibrary as **{job.adapter_name}** — it is now in Compare."
-                if losses else f"{state} 0 steps")
-        if out.cancelled or not losses:
-            yield done, viz.loss_curve(losses, title=title)
-            return
-        yield f"{done} Checking it on held-out episodes …", viz.loss_curve(losses, title=title)
-        with using_model(s.backbone):
-            check = learning_check(s.backbone, out.method, req.task, fixed_binding=req.fixed_binding, seed=req.seed)
-        verdict = check.describe() if check.learned else f"**{check.describe()}**"
-        yield f"{done} {verdict}", viz.loss_curve(losses, title=title)
+        yield (f"{state} {out.result.steps} steps in {out.result.seconds:.1f} s; final loss "
+               f"{losses[-1]:.4f}. Saved to this session's VLibrary as **{job.adapter_name}** — it is now in Compare."
+               + heldout_text(out.heldout) if losses else f"{state} 0 steps"), viz.loss_curve(losses, title=title)
 
     def request_training(self, request: gr.Request = None):
         """The Train button's first, unqueued step: marks a run as requested, so a Cancel pressed while
@@ -506,8 +508,10 @@ class Studio:
         for n in names:
             e = entries.get(n)
             if e:
-                loss = (e.get("metrics") or {}).get("final_loss")
-                rows.append([n, e["method"], e["task"], e.get("num_parameters"), "" if loss is None else round(loss, 4),
+                m = e.get("metrics") or {}
+                loss, acc = m.get("final_loss"), m.get("accuracy")
+                rows.append([n, e["source"], e["method"], e["task"], e.get("num_parameters"),
+                             "" if loss is None else round(loss, 4), "" if acc is None else round(acc, 3),
                              "loaded" if n in s.adapters else ""])
         return rows
 

@@ -97,9 +97,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 t_method = gr.Dropdown(trainable_methods(), value="hificl", label="Method")
                 t_task = gr.Dropdown(list(GALLERY_TASKS), value="binding", label="Task")
                 t_samples = gr.Number(value=200, precision=0, label="Samples")
-                t_steps = gr.Number(value=300, precision=0, label="Steps")
-                t_fixed = gr.Checkbox(value=True, label="Fixed binding (binding: the same words every episode, "
-                                                        "so an adapter can learn them)")
+                t_steps = gr.Number(value=300, precision=0, label="Steps")  # with fixed binding: learns (0.9+)
             with gr.Row():
                 t_method_md = gr.Markdown(studio.method_info("hificl")[0])
                 t_task_md = gr.Markdown(studio.task_info("binding"))
@@ -107,6 +105,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 t_lr = gr.Number(value=5e-3, label="Learning rate")
                 t_rank = gr.Number(value=8, precision=0, label="Rank")
                 t_seed = gr.Number(value=0, precision=0, label="Seed")
+                t_fixed = gr.Checkbox(value=True, label="Fixed binding (binding task: one word per colour for "
+                                                         "every episode, as `--fixed-binding`)")
+                t_heldout = gr.Number(value=50, precision=0, label="Held-out episodes scored when training ends")
             with gr.Row():
                 t_go = gr.Button("Train", variant="primary")
                 t_cancel = gr.Button("Cancel")
@@ -126,7 +127,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 l_query = gr.Textbox(label="Search")
                 l_search = gr.Button("Search / refresh")
-            l_table = gr.Dataframe(headers=["name", "method", "task", "parameters", "final loss", "in session"],
+            l_table = gr.Dataframe(headers=["name", "source", "method", "task", "parameters", "final loss", "held-out accuracy", "in session"],
                                    interactive=False)
             with gr.Row():
                 l_name = gr.Dropdown(label="Entry", choices=[], allow_custom_value=True)
@@ -172,7 +173,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         task.change(studio.task_info, task, task_md)
         # the progress shows on the status line only, so the loss curve stays visible
         t_go.click(studio.request_training, None, [t_status, t_go], queue=False).then(
-            studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed, t_fixed], [t_status, t_plot],
+            studio.train, [t_method, t_task, t_samples, t_steps, t_lr, t_rank, t_seed, t_fixed, t_heldout], [t_status, t_plot],
             show_progress_on=[t_status], **MODEL).then(studio.training_done, None, t_go).then(
             studio.method_choices, None, methods).then(
             studio.attention_choices, None, a_adapter).then(studio.library_list, l_query, lib_out)

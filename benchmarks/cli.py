@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--out DIR]``: run every section, write the report, print the goals."""
+"""``python -m benchmarks [--quick] [--out DIR]``: run every section, write the report, print the goals.
+``python -m benchmarks report --readme``: regenerate the README's benchmark table from the report JSON."""
 from __future__ import annotations
 
 import argparse
@@ -75,11 +76,13 @@ def _run(quick: bool, out: Path, threads: int, jobs: int | None, only: tuple[str
     import torch
 
     from . import backbone as s_backbone
+    from . import compare_path as s_compare
     from . import data_efficiency as s_data
     from . import hotpath as s_hot
     from . import inference as s_inf
     from . import training as s_train
     from .common import scaled_backbone
+    from .provenance import provenance
     from .report import SECTIONS, write
     from .settings import full_settings, quick_settings
     from .stats import cpu_info
@@ -97,8 +100,13 @@ def _run(quick: bool, out: Path, threads: int, jobs: int | None, only: tuple[str
                              "torch": torch.__version__, "threads": settings.threads, **cpu_info(),
                              "training_running": {True: "yes (timings distorted; ratios are same-run)", False: "no",
                                                   None: "unknown"}[busy],
-                             "warnings": [], "errors": {}, "section_s": {}},
+                             "warnings": [], "errors": {}, "section_s": {}, **provenance()},
                     "settings": settings.as_dict()}
+    load = report["meta"].get("load_avg")
+    if load and load[0] > 0.5 * (report["meta"].get("cpu_count") or 1):
+        report["meta"]["warnings"].append(f"the machine was busy when this run started (1-minute load average {load[0]:.2f} on "
+                                          f"{report['meta'].get('cpu_count')} cores): absolute times are inflated and noisier; "
+                                          "the ratios compare configurations measured interleaved in the same run.")
     if busy:
         report["meta"]["warnings"].append("a teaching-VLM pretraining job was running during this benchmark: absolute "
                                           "times are inflated and noisier; the ratios compare configurations measured "
@@ -110,6 +118,7 @@ def _run(quick: bool, out: Path, threads: int, jobs: int | None, only: tuple[str
         ("inference", lambda: s_inf.run(bb, settings, scaled_backbone(seed=settings.seed, **settings.scaled_inference))),
         ("training", lambda: s_train.run(bb, settings)),
         ("hotpath", lambda: s_hot.run(bb, settings)),
+        ("compare", lambda: s_compare.run(bb, settings)),
         ("backbone", lambda: s_backbone.run(settings)),
         ("data_efficiency", lambda: s_data.run(settings)),  # last: its worker processes load the CPU
     ]
@@ -125,7 +134,11 @@ def _run(quick: bool, out: Path, threads: int, jobs: int | None, only: tuple[str
             log(traceback.format_exc())
         report["meta"]["section_s"][name] = round(time.perf_counter() - t0, 1)
         log(f"[benchmarks] {name} done in {report['meta']['section_s'][name]:.1f} s")
+        if name == "compare" and name in report:
+            log("[benchmarks] Compare path, before / after (median, same run): " + ", ".join(
+                f"{k} {v:.2f}x" if v is not None else f"{k} n/a" for k, v in report[name]["speedup"].items()))
     report["meta"]["wall_s"] = time.perf_counter() - t_start
+    report["meta"]["load_avg_end"] = cpu_info()["load_avg"]
     goal_list = write(report, Path(out))
     for g in goal_list:
         log(g.line())
@@ -135,6 +148,11 @@ def _run(quick: bool, out: Path, threads: int, jobs: int | None, only: tuple[str
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["report"]:  # python -m benchmarks report [--readme | --check]
+        from .readme import main as report_main
+
+        return report_main(argv[1:])
     args = parse(argv)
     only = tuple(s.strip() for s in args.only.split(",") if s.strip())
     report = run(quick=args.quick, out=args.out, threads=args.threads, jobs=args.jobs, only=only)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .stats import Goal, fmt_bytes, fmt_ratio, ratio
 
-SECTIONS = ("inference", "training", "backbone", "data_efficiency", "hotpath")
+SECTIONS = ("inference", "training", "backbone", "data_efficiency", "hotpath", "compare")
 ADAPTER_LIMIT = 1.15
 ICL_FACTOR = 3.0
 TRAIN_LIMIT = 0.2
@@ -101,12 +101,24 @@ def _notes(notes) -> list[str]:
     return [f"- {n}" for n in notes] + [""]
 
 
+def provenance_line(meta: dict) -> str:
+    """Checkpoint hash, git commit and machine of a run (reports written before they were recorded: 'not recorded')."""
+    ck, git, mach = meta.get("checkpoint") or {}, meta.get("git") or {}, meta.get("machine") or {}
+    sha = ck.get("sha256")
+    commit = git.get("commit")
+    return (f"Checkpoint: `{ck.get('path', 'not recorded')}` sha256 `{sha if sha else 'not recorded'}`; commit "
+            f"`{commit[:12] if commit else 'not recorded'}`{' (with uncommitted changes)' if git.get('dirty') else ''}; "
+            f"machine: {mach.get('cpu_model') or 'CPU not recorded'}, {mach.get('cores', meta.get('cpu_count'))} cores, "
+            f"torch {mach.get('torch', meta.get('torch'))}.")
+
+
 def markdown(report: dict, goal_list: list[Goal]) -> str:
     meta = report["meta"]
     L = [f"# MMICT Studio benchmarks ({'quick' if meta['quick'] else 'full'} run)", "",
          f"Started {meta['started']} UTC; wall time **{meta['wall_s']:.1f} s**; torch {meta['torch']}, "
          f"{meta['threads']} torch thread(s), {meta['cpu_count']} CPU cores; training beside this run: "
          f"**{meta['training_running']}**. `python -m benchmarks{' --quick' if meta['quick'] else ''}`.", ""]
+    L += [provenance_line(meta), ""]
     for w in meta.get("warnings", []):
         L += [f"> **Note:** {w}", ""]
     for name, err in meta.get("errors", {}).items():
@@ -216,6 +228,15 @@ def markdown(report: dict, goal_list: list[Goal]) -> str:
               f"{hp['max_abs_grad_diff']:.2e}; K_A·K_B / V_A·V_B formed {hp['kv_products_per_generation']} time(s) for a "
               f"{hp['new_tokens']}-token generation ({hp['decoder_calls_per_generation']} decoder calls).", "", "What changed:", ""]
         L += _notes(hp["changes"]) + _notes(hp["notes"])
+    cp = report.get("compare")
+    if cp:
+        L += ["## 6. Compare path: one assembly per query and the image-encoding cache", ""]
+        before = {"compare": _row(cp["rows"], label="compare before"), "demo": _row(cp["rows"], label="demo click before")}
+        L += _table(["path", "ms (min)", "ms (median)", "before / this (median)", "vision-encoder runs"],
+                    [[r["label"], _ms(r["s"]["min"]), _ms(r["s"]["median"]),
+                      fmt_ratio(ratio(before["demo" if r["label"].startswith("demo") else "compare"]["s"]["median"], r["s"]["median"])),
+                      r["encoder_runs"]] for r in cp["rows"]])
+        L += [""] + _notes(cp["notes"])
     L += ["## Settings", "", "```json", json.dumps(report["settings"], indent=1), "```", ""]
     return "\n".join(L)
 

@@ -75,6 +75,10 @@ class Settings:
     hot_batch: int = 8
     profile_iters: int = 10
 
+    # 6. the Compare path (one assembly per query, image-encoding cache): before vs after
+    compare_shots: int = 8
+    compare_rounds: int = 20
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -91,7 +95,7 @@ def quick_settings(**overrides) -> Settings:
         scaled_configs=SCALED_QUICK, real_configs=REAL_QUICK, backbone_rounds=2, backbone_tokens=16,
         data_samples=(8, 32), data_steps=3, data_batch=2, eval_episodes=8,
         shot_icl=(0, 2, 8, 72), shot_m2iv=((2, 1), (8, 2)), shot_samples=8,
-        hot_rounds=3, hot_batch=2, profile_iters=2,
+        hot_rounds=3, hot_batch=2, profile_iters=2, compare_shots=2, compare_rounds=2,
     )
     for k, v in overrides.items():
         setattr(s, k, v)

@@ -10,7 +10,6 @@ the workbench (app, widgets) and the notebooks.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from .data import Episode, get_task, make_episode
 from .evaluate.exact_match import exact_match
+from .evaluate.claims import wilson_interval  # noqa: F401  (re-exported: the case study's interval)
 from .evaluate.icl import evaluate_generation
 
 # case-study type -> task (the four types of the MMICT paper's Figure 3, plus per-episode binding)
@@ -28,21 +28,6 @@ CASE_TASKS = {"vqa": "ft-vqa", "caption": "ft-caption", "video-qa": "ft-video-qa
 CASE_METHODS = ("vanilla-ft", "vanilla-ict", "mmict")
 DEFAULT_SHOTS = 4
 STARTER_DIR = Path(__file__).resolve().parents[1] / "assets" / "teaching-vlm" / "library"
-
-
-def wilson_interval(correct: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``correct / n`` (``correct`` may be a fractional
-    count, e.g. n * accuracy)."""
-    if n <= 0:
-        raise ValueError(f"n must be >= 1, got {n}")
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # at p = 0 or 1 one bound is exactly p (the score equation's root); rounding must not move it
-    lo = 0.0 if p <= 0 else max(0.0, centre - half)
-    hi = 1.0 if p >= 1 else min(1.0, centre + half)
-    return lo, hi
 
 
 def resolve_task(task: str) -> str:
@@ -56,10 +41,13 @@ def entry_name(task: str, method: str, fixed_binding: bool = False) -> str:
 
 
 def starter_library(root: str | Path | None = None):
-    """The starter library (read-only by convention: nothing in the product writes to it)."""
+    """The starter library: ``root``, else $MMICT_STARTER_LIBRARY, else the one shipped in assets/.
+    Front ends see it through :class:`~mmict_core.vlibrary.view.LibraryView`, which never writes to it."""
+    import os
+
     from .vlibrary import VLibrary
 
-    return VLibrary(root or STARTER_DIR)
+    return VLibrary(root or os.environ.get("MMICT_STARTER_LIBRARY") or STARTER_DIR)
 
 
 def method_for(backbone, method: str, task: str, *, shots: int = DEFAULT_SHOTS, library=None, fixed_binding: bool = False):

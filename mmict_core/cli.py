@@ -232,14 +232,20 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_vlibrary(args: argparse.Namespace) -> None:
     """`mmict vlibrary list|show|search|add|remove`: the on-disk adapter library."""
+    from .casestudy import starter_library
     from .vlibrary import VLibrary
+    from .vlibrary.view import LibraryView
 
-    lib = VLibrary(args.root)
+    own = VLibrary(args.root)
+    # your library, then the starter library shipped with the teaching VLM (read-only)
+    lib = LibraryView(own, [] if getattr(args, "no_starter", False) else [starter_library()])
     if args.vcommand == "list":
-        rows = [{"name": e["name"], "method": e["method"], "task": e["task"], "shots": e.get("shots", ""),
-                 "params": e.get("num_parameters", ""), "description": e.get("description", "")[:60]} for e in lib.list()]
-        print(format_table(rows, ["name", "method", "task", "shots", "params", "description"]) if rows
-              else f"(the library at {lib.root} is empty)")
+        rows = [{"name": e["name"], "source": e["source"], "method": e["method"], "task": e["task"],
+                 "shots": e.get("shots", ""), "params": e.get("num_parameters", ""),
+                 "accuracy": f"{e['metrics']['accuracy']:.3f}" if "accuracy" in (e.get("metrics") or {}) else "",
+                 "description": e.get("description", "")[:60]} for e in lib.list()]
+        print(format_table(rows, ["name", "source", "method", "task", "shots", "params", "accuracy", "description"])
+              if rows else f"(the library at {own.root} is empty)")
     elif args.vcommand == "show":
         print(json.dumps(lib.show(args.name), indent=2))
     elif args.vcommand == "search":
@@ -256,14 +262,16 @@ def cmd_vlibrary(args: argparse.Namespace) -> None:
         from .vlibrary import LibraryError
 
         try:
-            e = lib.add_folder(args.name, args.source, task=args.task, description=args.description, shots=args.shots,
+            if args.name in lib.shared_names():
+                raise LibraryError(f"{args.name!r} is an entry of the read-only starter library; choose another name")
+            e = own.add_folder(args.name, args.source, task=args.task, description=args.description, shots=args.shots,
                                samples=args.samples, metrics=metrics, overwrite=args.overwrite)
         except LibraryError as exc:  # the library's wording is the Python API's; on the command line it is a flag
             raise LibraryError(str(exc).replace("pass overwrite=True", "add --overwrite")) from exc
-        print(f"added {e['name']} ({e['method']}, {e['num_parameters']} parameters) to {lib.root}")
+        print(f"added {e['name']} ({e['method']}, {e['num_parameters']} parameters) to {own.root}")
     elif args.vcommand == "remove":
         lib.remove(args.name)
-        print(f"removed {args.name} from {lib.root}")
+        print(f"removed {args.name} from {own.root}")
 
 
 def cmd_case_study(args: argparse.Namespace) -> None:
@@ -453,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     vr.add_argument("name")
     for sp in (vl, vs, vf, va, vr):
         sp.add_argument("--root", default=None, help="library folder")
+    for sp in (vl, vs, vf):
+        sp.add_argument("--no-starter", action="store_true",
+                        help="leave out the starter library shipped with the teaching VLM (listed read-only by default)")
     v.set_defaults(func=cmd_vlibrary)
 
     from .presets.command import add_parser as add_preset_parser  # `mmict preset list|show|run`

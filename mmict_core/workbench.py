@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .backbones.encoding_cache import EncodingCache, use_encoding_cache
 from .data import Episode, Example, get_task
 from .data.example import ImageError, load_image
 from .data.selection import STRATEGIES, select_demos
@@ -26,7 +27,7 @@ from .evaluate.exact_match import exact_match
 from .methods import AttentionCapture, Method, captures_attention, create_method, get_method, method_names
 from .train import TrainConfig, TrainResult, train
 
-GALLERY_TASKS = ("shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format")
+GALLERY_TASKS = ("shapes-vqa", "shapes-caption", "digits", "binding", "operator", "format", "ft-vqa", "ft-caption")
 AUTO_STRATEGIES = tuple(s for s in STRATEGIES if s != "fixed")
 MAX_PROMPT_CHARS = 500
 
@@ -75,10 +76,8 @@ def load_backbone_timed(spec: str | None = None, quant: str = "none"):
 
 
 def image_token_count(backbone) -> int:
-    """LM tokens one image costs on ``backbone``."""
-    img = np.zeros((backbone.image_size, backbone.image_size, 3), np.uint8)
-    with torch.no_grad():
-        return int(backbone.encode_images([img], ["."]).shape[1])
+    """LM tokens one image costs on ``backbone`` (encoded once per backbone, then remembered)."""
+    return int(backbone.num_image_tokens)
 
 
 class BackboneCache:
@@ -150,15 +149,24 @@ def build_episode(demos: Sequence[Example], query: Example, task: str = "custom"
 
 
 def lm_tokens(backbone, method: Method, episode: Episode) -> int:
-    """LM input tokens ``method`` spends on ``episode``'s prompt."""
+    """LM input tokens ``method`` spends on ``episode``'s prompt (assembles it: where the query is
+    also run, read the count off the generated-from batch instead, as :func:`compare_one` does)."""
     with torch.no_grad(), method.attached():
-        return int(method.batch([episode], with_answer=False).inputs_embeds.shape[1])
+        return batch_tokens(method.batch([episode], with_answer=False))
+
+
+def batch_tokens(batch) -> int:
+    """Real (unpadded) LM input positions of the first row of an assembled batch."""
+    return int(batch.attention_mask[0].sum())
 
 
 def demo_token_cost(backbone, demos: Sequence[Example], query: Example) -> int:
-    """LM tokens the demonstrations add to the query's input under plain ICL."""
-    icl = create_method("icl", backbone)
-    return lm_tokens(backbone, icl, build_episode(demos, query)) - lm_tokens(backbone, icl, build_episode([], query))
+    """LM tokens the demonstrations add to the query's input under plain ICL, from the segment
+    lengths of the layout (text tokenised, images counted at the backbone's tokens per image):
+    nothing is encoded or assembled.  ValueError (as the assembly's) when demos and query exceed the context."""
+    lengths = backbone.segment_lengths(build_episode(demos, query), with_answer=False)
+    backbone.check_fits(sum(n for _, _, n in lengths))  # as the assembly would: too many demos is an error
+    return sum(n for _, item, n in lengths if 0 <= item < len(demos))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,18 +238,20 @@ class CompareRow:
 def compare_one(backbone, episode: Episode, methods: dict[str, Method], *, max_new_tokens: int = 6) -> list[CompareRow]:
     """Run every method on the same episode.  ``methods`` maps a label to a method (plain ICL is
     the registered ``icl`` method: it reads the episode's demos).  A method that cannot run (e.g.
-    the input does not fit the context) gets a row with ``error`` set instead of stopping the others."""
+    the input does not fit the context) gets a row with ``error`` set instead of stopping the others.
+    Each method assembles the episode once: its token count is read off the batch it generates
+    from (the latency covers assembly, image encoding included, and decoding)."""
     rows = []
     for label, method in methods.items():
         shots = episode.k if method.uses_demos else 0
         try:
             if method.uses_demos and method.needs_training and episode.k == 0:
                 raise WorkbenchError(f"{label} reads demonstrations: pick at least one")
-            n_tok = lm_tokens(backbone, method, episode)
             t0 = time.perf_counter()
             with torch.no_grad():
-                out = method.generate([episode], max_new_tokens=max_new_tokens)[0]
+                outs, batch = method.generate_batch([episode], max_new_tokens=max_new_tokens)
             ms = 1000 * (time.perf_counter() - t0)
+            out, n_tok = outs[0], batch_tokens(batch)
         except (ValueError, RuntimeError) as e:
             rows.append(CompareRow(label, "", None, 0.0, 0, shots, error=str(e)))
             continue
@@ -266,6 +276,7 @@ class TrainRequest:
     batch_size: int = 8
     fixed_binding: bool = False
     max_steps: int = 5000
+    heldout: int = 0  # score the adapter on this many held-out test episodes when training ends (0: skip)
 
     def validate(self) -> None:
         if self.method not in trainable_methods():
@@ -284,6 +295,9 @@ class TrainRequest:
             if (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr)
                     or not 1e-6 <= self.lr <= 1.0):
                 raise WorkbenchError(f"learning rate must be between 1e-6 and 1, got {self.lr!r}")
+        if not whole(self.heldout) or not 0 <= self.heldout <= 1000:
+            raise WorkbenchError(f"held-out episodes must be a whole number between 0 and 1000, got {self.heldout!r}")
+        self.heldout = int(self.heldout)
         if self.rank is not None:
             if not whole(self.rank) or not 1 <= self.rank <= 256:
                 raise WorkbenchError(f"rank must be a whole number between 1 and 256, got {self.rank!r}")
@@ -296,6 +310,36 @@ class TrainOutcome:
     result: TrainResult
     cancelled: bool
     request: TrainRequest = field(default_factory=TrainRequest)
+    heldout: dict | None = None  # see heldout_accuracy()
+
+
+def heldout_accuracy(method: Method, task: str, episodes: int, *, fixed_binding: bool = False) -> dict:
+    """``method``'s accuracy on the first ``episodes`` held-out test episodes (seed 0) of ``task`` —
+    with its own number of demonstrations, none for methods that read the query alone — with a 95%
+    Wilson interval and the task's chance level."""
+    from .evaluate.claims import wilson_interval
+    from .evaluate.icl import evaluate_generation
+
+    t = get_task(task, **({"fixed_binding": True} if fixed_binding and task == "binding" else {}))
+    shots = int(getattr(method.config, "shots", 0) or 0) if method.uses_demos else 0
+    r = evaluate_generation(method.generate, t, [shots], episodes=int(episodes), seed=0, progress=False)[0]
+    lo, hi = wilson_interval(r.accuracy * r.n, r.n)
+    return {"accuracy": r.accuracy, "ci95": [lo, hi], "n": r.n, "shots": shots, "chance": t.chance}
+
+
+def heldout_learned(h: dict) -> bool:
+    """A :func:`heldout_accuracy` result shows the task learned: its 95% interval lies above chance."""
+    return h["ci95"][0] > h["chance"]
+
+
+def heldout_summary(h: dict, *, bold: bool = False) -> str:
+    """One sentence for a status line (app and widgets): accuracy, interval, chance and the verdict."""
+    verdict = ("not above chance: this adapter has not learned the task (more steps or samples, another "
+               "learning rate, or fixed binding for an adapter on binding)") if h["ci95"][1] <= h["chance"] else (
+        "above chance" if heldout_learned(h) else "not clearly above chance (the interval includes it)")
+    acc = f"**{h['accuracy']:.3f}**" if bold else f"{h['accuracy']:.3f}"
+    return (f"Held-out accuracy: {acc} [{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] over {h['n']} test "
+            f"episodes with {h['shots']} demonstration(s); chance {h['chance']:.3f} — {verdict}.")
 
 
 def train_adapter(backbone, req: TrainRequest, *, callback: Callable[[int, int, float], bool | None] | None = None,
@@ -318,7 +362,10 @@ def train_adapter(backbone, req: TrainRequest, *, callback: Callable[[int, int, 
         return None
 
     result = train(method, cfg, progress=progress, callback=hook)
-    return TrainOutcome(method, result, state["cancelled"], req)
+    out = TrainOutcome(method, result, state["cancelled"], req)
+    if req.heldout and not out.cancelled:
+        out.heldout = heldout_accuracy(method, req.task, req.heldout, fixed_binding=cfg.fixed_binding)
+    return out
 
 
 def library_name(req: TrainRequest, existing: Sequence[str]) -> str:
@@ -340,15 +387,23 @@ class Session:
     one per user; the backbone itself is shared (see :class:`BackboneCache`)."""
 
     def __init__(self, backbone, info: BackboneInfo | None = None, library_root: str | os.PathLike | None = None,
-                 task: str = "binding", pool_size: int = 24, seed: int = 0):
+                 task: str = "binding", pool_size: int = 24, seed: int = 0, shared_libraries: Sequence = ()):
         from .vlibrary import VLibrary
+        from .vlibrary.view import LibraryView
 
         self.backbone, self.info = backbone, info
-        self.library = VLibrary(library_root) if library_root is not None else None
+        # the user's own library (writable) seen with the shared read-only ones (the starter library),
+        # of which only the entries trained on this backbone are listed
+        own = VLibrary(library_root) if library_root is not None else None
+        self.library = (LibraryView(own, shared_libraries, backbone.fingerprint())
+                        if own is not None or shared_libraries else None)
         self.adapters: dict[str, Method] = {}
         self.uploads: list[Example] = []
         self.last_rows: list[CompareRow] = []
         self.last_train: TrainOutcome | None = None
+        # image encodings of this session's Compare / Attention runs, reused while the demos, the
+        # query and the backbone's vision side stay the same (bounded; see backbones.encoding_cache)
+        self.encodings = EncodingCache()
         self.notes: list[str] = []  # warnings about the last text typed (unknown words)
         self.cancel = threading.Event()  # set while training runs: stop after the current step
         self.training = False
@@ -493,7 +548,8 @@ class Session:
             raise WorkbenchError(f"unknown methods {unknown}; available: {', '.join(pool)}")
         n = max_new_tokens or get_task(self.task).max_new_tokens
         ep = self.episode()
-        self.last_rows = compare_one(self.backbone, ep, {x: pool[x] for x in labels}, max_new_tokens=n)
+        with use_encoding_cache(self.encodings):
+            self.last_rows = compare_one(self.backbone, ep, {x: pool[x] for x in labels}, max_new_tokens=n)
         return self.last_rows
 
     def train(self, req: TrainRequest, callback: Callable[[int, int, float], bool | None] | None = None) -> TrainOutcome:
@@ -513,10 +569,13 @@ class Session:
                 raise WorkbenchError("this session was closed while training; nothing was saved")
             existing = list(self.adapters) + ([e["name"] for e in self.library.list()] if self.library else [])
             name = library_name(req, existing)
-            if self.library is not None:
+            if self.library is not None and self.library.writable:
                 self.library.add(name, out.method, task=req.task, samples=int(req.samples),
-                                 description=f"{req.method} on {req.task}, {out.result.steps} steps" + (" (cancelled)" if out.cancelled else ""),
-                                 metrics={"final_loss": out.result.losses[-1]} if out.result.losses else None)
+                                 description=f"{req.method} on {req.task}{' (fixed binding)' if req.fixed_binding and req.task == 'binding' else ''}, {out.result.steps} steps" + (" (cancelled)" if out.cancelled else ""),
+                                 metrics={**({"final_loss": out.result.losses[-1]} if out.result.losses else {}),
+                                          **({"accuracy": out.heldout["accuracy"], "ci95_lo": out.heldout["ci95"][0],
+                                              "ci95_hi": out.heldout["ci95"][1], "episodes": out.heldout["n"]}
+                                             if out.heldout else {})} or None)
             self.adapters[name] = out.method
             self.last_train = out
         return out
@@ -545,6 +604,19 @@ class Session:
 
     def name_of(self, method: Method) -> str | None:
         return next((n for n, m in self.adapters.items() if m is method), None)
+
+    def share_library(self, library) -> None:
+        """Also see ``library`` (read-only: e.g. the starter library) beside this session's own."""
+        from .vlibrary.view import LibraryView
+
+        if self.library is None:
+            self.library = LibraryView(None, [library], self.backbone.fingerprint())
+        elif all(lib.root != library.root for lib in self.library.shared):
+            self.library.shared.append(library)
+
+    def library_choices(self) -> list[str]:
+        """Library entries (own and shared) that are not loaded into this session yet."""
+        return [e["name"] for e in self.library.list() if e["name"] not in self.adapters] if self.library else []
 
     def load_from_library(self, name: str) -> str:
         if self.library is None:
@@ -581,10 +653,11 @@ class Session:
         ep = self.episode()
         if not ep.query.answers:
             with_answer = False
-        return virtual_kv_attention(m, ep, with_answer=with_answer)
+        with use_encoding_cache(self.encodings):
+            return virtual_kv_attention(m, ep, with_answer=with_answer)
 
 
 __all__ = ["Session", "AUTO_STRATEGIES", "GALLERY_TASKS", "BackboneCache", "BackboneInfo", "CompareRow", "TrainOutcome",
-           "TrainRequest", "WorkbenchError", "attention_adapters", "attention_methods", "auto_select", "build_episode", "compare_one", "demo_token_cost",
+           "TrainRequest", "WorkbenchError", "heldout_accuracy", "heldout_learned", "heldout_summary", "attention_adapters", "attention_methods", "auto_select", "batch_tokens", "build_episode", "compare_one", "demo_token_cost",
            "image_token_count", "library_name", "lm_tokens", "load_backbone_timed", "make_method", "method_label",
            "rank_field", "task_pool", "train_adapter", "training_free_methods", "trainable_methods", "user_example"]

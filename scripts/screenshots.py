@@ -6,7 +6,8 @@
 Starts the app on the teaching VLM (a free local port, a throw-away work folder), drives it in
 Debian's Chromium through Playwright like a user — two demonstrations clicked, k filled
 automatically, ICL compared, a HiFICL adapter trained, its attention shown, the VLibrary entry
-inspected — and saves one full-page PNG per tab: backbone, demonstrations, compare, train,
+inspected — and saves one full-page PNG per tab: case-study (the starter library's VanillaFT /
+VanillaICT / MMICT on the default VQA query), backbone, demonstrations, compare, train,
 attention, vlibrary.  Needs /usr/bin/chromium (apt-get install -y chromium) and playwright.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TABS = ["backbone", "demonstrations", "compare", "train", "attention", "vlibrary"]
+TABS = ["case-study", "backbone", "demonstrations", "compare", "train", "attention", "vlibrary"]
 
 
 def free_port() -> int:
@@ -50,13 +51,20 @@ def flow(page, url: str, out: Path, steps: int, samples: int, log=print) -> list
     page.set_default_timeout(60_000)
     page.goto(url)
 
+    # Case study (the first tab): the default query through the starter library's three methods
+    page.get_by_role("button", name="Run the case study").click()
+    acc = page.get_by_role("grid", name="Accuracy over held-out episodes")
+    expect(acc.get_by_role("gridcell", name="mmict", exact=True)).to_have_count(1, timeout=300_000)
+    shot("case-study")
+
     # Backbone: the loaded model's description appears once the page's load events ran
+    page.get_by_role("tab", name="Backbone").click()
     expect(page.get_by_text(re.compile(r"parameters, .* MiB in memory"))).to_be_visible()
     shot("backbone")
 
     # Demonstrations: two thumbnails by hand, then k (4) filled automatically
     page.get_by_role("tab", name="Demonstrations").click()
-    summary = page.get_by_text(re.compile(r"\d+ demonstrations"))
+    summary = page.get_by_role("tabpanel").get_by_text(re.compile(r"\d+ demonstrations"))
     expect(summary).to_contain_text("0 demonstrations")
     page.get_by_role("button", name=re.compile(r"^Thumbnail 2 of \d+$")).click()
     expect(summary).to_contain_text("1 demonstrations")
@@ -74,8 +82,15 @@ def flow(page, url: str, out: Path, steps: int, samples: int, log=print) -> list
 
     # Train: a HiFICL adapter on the binding task
     page.get_by_role("tab", name="Train").click()
-    page.get_by_label("Steps", exact=True).fill(str(steps))
-    page.get_by_label("Samples", exact=True).fill(str(samples))
+    expect(page.get_by_role("button", name="Train", exact=True)).to_be_visible()
+    for label, value in (("Steps", steps), ("Samples", samples)):
+        box = page.get_by_label(label, exact=True)
+        for _ in range(5):  # fields mounted on the tab's first visit may reset a value typed meanwhile
+            box.fill(str(value))
+            box.press("Tab")
+            page.wait_for_timeout(250)
+            if box.input_value() == str(value):
+                break
     page.get_by_role("button", name="Train", exact=True).click()
     expect(page.get_by_text(re.compile(r"^finished: "))).to_be_visible(timeout=max(120_000, steps * 5_000))
     shot("train")

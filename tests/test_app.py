@@ -51,7 +51,8 @@ def test_sessions_are_isolated(studio):
     assert "finished" in status[-1][0]
     assert studio.method_choices(a).choices[-1][0] == "hificl-binding-2s"
     assert [c[0] for c in studio.method_choices(b).choices] == [method_label(n) for n in training_free_methods()]
-    assert studio.library_list("", b)[0] == [] and studio.library_list("", a)[0][0][0] == "hificl-binding-2s"
+    own = lambda req: [r[0] for r in studio.library_list("", req)[0] if r[1] == "yours"]  # the starter library is everyone's
+    assert own(b) == [] and own(a) == ["hificl-binding-2s"]
 
 
 def test_compare_and_export(studio, tmp_path):
@@ -89,7 +90,7 @@ def test_bad_input_gets_a_message(studio, tmp_path):
         list(studio.train("hificl", "binding", 0, 5, 5e-3, 4, 0, request=r, progress=lambda *x, **k: None))
     with pytest.raises(gr.Error, match="virtual key/value slots"):
         studio.attention("", -1, r)
-    with pytest.raises(gr.Error, match="no entry"):
+    with pytest.raises(gr.Error, match="no (library )?entry"):
         studio.library_load("ghost", r)
     # nothing the user had is lost: a good upload still works after the failures
     gal, *_ = studio.upload_demo(str(good), "what is this ?", "vex", r)
@@ -184,26 +185,6 @@ def test_two_users_train_at_once(served):
     finally:
         c1.close()
         c2.close()
-
-
-def test_training_status_says_whether_it_learned(studio):
-    """The Train tab's defaults (HiFICL, 300 steps, fixed binding) learn the task on the shipped
-    model and the status says so with the held-out numbers; per-episode bindings do not, and the
-    status says that instead of only "finished"."""
-    from mmict_core.workbench_check import learning_check
-
-    r = Req("frank")
-    noprog = dict(request=r, progress=lambda *x, **k: None)
-    ok = list(studio.train("hificl", "binding", 200, 300, 5e-3, 8, 0, True, **noprog))[-1][0]
-    assert "finished: 300 steps" in ok and "Learned the task: held-out accuracy" in ok
-    acc = float(ok.split("held-out accuracy ")[1].split()[0])
-    assert acc >= 0.9
-    # the numbers are the check's: recomputed on the adapter the session now holds
-    s = studio.session(r)
-    again = learning_check(s.backbone, s.adapters["hificl-binding-300s"], "binding", fixed_binding=True)
-    assert f"held-out accuracy {again.accuracy:.2f}" in ok and f"vs {again.baseline:.2f} for the bare model" in ok
-    bad = list(studio.train("hificl", "binding", 200, 60, 5e-3, 8, 0, False, **noprog))[-1][0]
-    assert "finished: 60 steps" in bad and "**Did not learn the task" in bad
 
 
 def test_use_as_query_takes_the_item_out_of_the_gallery_demos(studio):

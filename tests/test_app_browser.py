@@ -88,6 +88,12 @@ def _flow(page, url, shots, expect):
     def shot(name):
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
+    # -- Case study: the first tab shows its query and demonstrations before any click ----
+    case = page.get_by_role("tabpanel")
+    expect(case.get_by_role("button", name="Run the case study")).to_be_visible()
+    expect(case.get_by_text("4 demonstrations", exact=True)).to_be_visible()
+    expect(case.get_by_text(re.compile(r"^what is in the .* \? →"))).to_have_count(4)  # the 4 VQA demonstrations
+
     # -- Demonstrations: toggle two thumbnails, then fill k automatically ----------------
     page.get_by_role("tab", name="Demonstrations").click()
     # the visible tab panel only: the Case study tab also says "4 demonstrations"

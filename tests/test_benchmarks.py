@@ -197,6 +197,65 @@ def test_quick_run_writes_every_section(quick_report):
     assert {"hificl", "mimic", "live", "m2iv", "lora", "mmict"} <= methods
     assert all(r["flops"] > 0 and r["trainable"] > 0 for r in data["training"]["rows"])
     assert data["hotpath"]["max_abs_logit_diff"] < 1e-3 and data["hotpath"]["kv_products_per_generation"] == 1
+    # the Compare path: vision-encoder runs before (two assemblies per method) and after (one; cached: fewer)
+    n = len(data["compare"]["methods"])
+    runs = {r["label"]: r["encoder_runs"] for r in data["compare"]["rows"]}
+    assert runs == {"compare before": 2 * n, "compare after (no cache)": n, "compare after (cold cache)": 2,
+                    "compare after (warm cache)": 0, "demo click before": 2, "demo click after": 0}
+    assert "## 6. Compare path" in md
+
+
+def test_report_records_checkpoint_commit_and_machine(quick_report):
+    import hashlib
+    import subprocess
+
+    from mmict_core.backbones import ASSETS_DIR
+
+    out, _ = quick_report
+    meta = json.loads((out / "report.json").read_text())["meta"]
+    assert meta["checkpoint"]["sha256"] == hashlib.sha256((ASSETS_DIR / "model.safetensors").read_bytes()).hexdigest()
+    assert meta["checkpoint"]["path"] == "assets/teaching-vlm/model.safetensors"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert meta["git"]["commit"] == head and isinstance(meta["git"]["dirty"], bool)
+    assert meta["machine"]["cores"] > 0 and meta["machine"]["torch"] == torch.__version__ and meta["machine"]["cpu_model"]
+    assert meta["checkpoint"]["sha256"] in (out / "report.md").read_text()
+
+
+# -- the README's benchmark table is generated from the committed report.json ---------------------
+
+def test_readme_benchmark_table_matches_the_committed_report():
+    from benchmarks import readme
+
+    report = json.loads(readme.REPORT.read_text())
+    assert readme.current(readme.README.read_text()) == readme.block(report), \
+        "README.md's benchmark table differs from benchmarks/results/report.json: run `python -m benchmarks report --readme`"
+
+
+def test_readme_block_generator(tmp_path):
+    from benchmarks import readme
+
+    goals = [Goal("HiFICL at 0 demos", 1.0987, "<=", 1.15), Goal("ICL 8-shot / HiFICL", None, ">=", 3.0)]
+    report = {"meta": {"quick": False, "started": "2026-12-06 20:00:00", "threads": 1, "training_running": "no", "wall_s": 300.4,
+                       "machine": {"cpu_model": "Some CPU", "cores": 2, "torch": "2.x"},
+                       "checkpoint": {"path": "assets/x.safetensors", "sha256": "ab" * 32},
+                       "git": {"commit": "c" * 40, "dirty": False}},
+              "goals": [g.as_dict() for g in goals]}
+    b = readme.block(report)
+    assert "| HiFICL at 0 demos | 1.099 | <= 1.15 | PASS |" in b and "| ICL 8-shot / HiFICL | not measured | >= 3 | FAIL |" in b
+    assert "**1 of 2 goals PASS**" in b and "sha256 `" + "ab" * 8 + "`" in b and "commit `" + "c" * 12 + "`" in b
+    path, js = tmp_path / "README.md", tmp_path / "report.json"
+    path.write_text(f"intro\n\n{readme.BEGIN}\nstale\n{readme.END}\n\nafter\n")
+    js.write_text(json.dumps(report))
+    assert readme.main(["--check", "--file", str(path), "--json", str(js)]) == 1
+    assert readme.main(["--readme", "--file", str(path), "--json", str(js)]) == 0
+    text = path.read_text()
+    assert text.startswith("intro\n\n") and text.endswith("\n\nafter\n") and readme.current(text) == b
+    assert readme.main(["--check", "--file", str(path), "--json", str(js)]) == 0
+    path.write_text(text.replace("1.099", "1.050"))  # a hand edit of a number
+    assert readme.main(["--check", "--file", str(path), "--json", str(js)]) == 1
+    path.write_text("no markers here")
+    with pytest.raises(ValueError, match="exactly one benchmark block"):
+        readme.main(["--check", "--file", str(path), "--json", str(js)])
 
 
 def test_quick_report_goals_agree_with_its_numbers(quick_report):

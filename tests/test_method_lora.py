@@ -209,3 +209,27 @@ def test_quantised_backbone_forward_train_step_and_merge(saved, quant, cls):
     old = m.lora_A["0_self_attn_q_proj"].detach().clone()
     opt.step()
     assert not torch.equal(old, m.lora_A["0_self_attn_q_proj"])
+
+
+def test_generate_runs_without_dropout_even_from_training_mode(vlm):
+    """A fresh method is in training mode; Compare must not sample dropout masks (outputs would
+    change from click to click).  The LoRA branch's dropout modules are seen from inside the call."""
+    from mmict_core.data import make_episode
+
+    m = LoRA(vlm, LoRAConfig(r=4, lora_dropout=0.5))
+    seen = []
+    real = vlm.generate_from
+
+    def spy(batch, **kw):
+        seen.extend(d.training for layer in m._layers for d in layer.lora_dropout.values())
+        seen.append(m.training)
+        return real(batch, **kw)
+
+    m.train()
+    vlm.generate_from = spy
+    try:
+        m.generate([make_episode("binding", 1, seed=0, index=0)])
+    finally:
+        del vlm.generate_from
+    assert seen and not any(seen)  # eval mode inside the call
+    assert m.training  # and the caller's mode afterwards

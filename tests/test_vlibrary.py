@@ -219,7 +219,7 @@ def test_default_root_follows_the_environment(tmp_path, monkeypatch):
 def test_cli(tmp_path, bb, capsys):
     root = str(tmp_path / "lib")
     src = adapter(bb, 1).save(tmp_path / "saved")
-    assert main(["vlibrary", "list", "--root", root]) == 0 and "empty" in capsys.readouterr().out
+    assert main(["vlibrary", "list", "--root", root, "--no-starter"]) == 0 and "empty" in capsys.readouterr().out
     assert main(["vlibrary", "add", "cli-entry", "--from", str(src), "--task", "binding", "--description",
                  "bound nonsense words", "--metrics", '{"accuracy": 0.9}', "--samples", "1000", "--root", root]) == 0
     assert "added cli-entry (m2iv, 1032 parameters)" in capsys.readouterr().out

@@ -201,7 +201,23 @@ class VLMBackbone(ABC):
         return self.encode_images(list(images)).float().mean(dim=1).cpu().numpy()  # (N, n_tok, d) -> (N, d)
 
     def encode_items(self, items: Sequence[Example]) -> list[torch.Tensor]:
-        """Image tokens of every item in one batched call; item i gets (n_images_i, n_tok, d)."""
+        """Image tokens of every item in one batched call; item i gets (n_images_i, n_tok, d).
+        With gradients off inside a :func:`~.encoding_cache.use_encoding_cache` block, a call
+        with the same items (and vision state) as an earlier one reuses its result."""
+        from .encoding_cache import active_cache
+
+        cache = active_cache() if not torch.is_grad_enabled() else None
+        if cache is None:
+            return self._encode_items(items)
+        key = cache.key(self, items)
+        hit = cache.get(self, key)
+        if hit is not None:
+            return hit
+        out = self._encode_items(items)
+        cache.put(self, key, out)
+        return out
+
+    def _encode_items(self, items: Sequence[Example]) -> list[torch.Tensor]:
         images = [im for ex in items for im in ex.images]
         instr = [ex.prompt for ex in items for _ in ex.images]
         feats = self.encode_images(images, instr)
@@ -210,6 +226,32 @@ class VLMBackbone(ABC):
             out.append(feats[s:s + len(ex.images)])
             s += len(ex.images)
         return out
+
+    @property
+    def num_image_tokens(self) -> int:
+        """LM tokens per image (fixed: every image is resized to ``image_size``); one blank image
+        is encoded the first time it is asked."""
+        if getattr(self, "_n_image_tokens", None) is None:
+            with torch.no_grad():
+                blank = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
+                self._n_image_tokens = int(self.encode_images([blank], ["describe"]).shape[1])
+        return self._n_image_tokens
+
+    def segment_lengths(self, episode: Episode, *, with_answer: bool) -> list[tuple[str, int, int]]:
+        """(role, item, length) of each segment of :meth:`episode_segments`, without encoding an
+        image: the image segments get placeholders of :attr:`num_image_tokens` rows each."""
+        items = list(episode.demos) + [episode.query]
+        shapes = [torch.zeros(len(ex.images), self.num_image_tokens, 1) for ex in items]  # (n_img, n_tok, 1)
+        return [(s.role, s.item, len(s)) for s in self.episode_segments(episode, with_answer=with_answer, image_tokens=shapes)]
+
+    def check_fits(self, n_tokens: int) -> None:
+        """ValueError when an input of ``n_tokens`` positions exceeds the LM's context."""
+        limit = self.context_length
+        if limit is not None and n_tokens > limit:
+            raise ValueError(
+                f"the assembled input is {n_tokens} tokens but the model's context holds {limit}; "
+                f"use fewer demonstrations (or a method that compresses them)"
+            )
 
     def _ids(self, ids: Sequence[int]) -> torch.Tensor:
         return torch.tensor(list(ids), dtype=torch.long)
@@ -249,12 +291,7 @@ class VLMBackbone(ABC):
             rows.append((torch.cat(parts), torch.cat(ids), torch.cat(labels), spans))
             lengths.append(pos)
         T = max(lengths)
-        limit = self.context_length
-        if limit is not None and T > limit:
-            raise ValueError(
-                f"the assembled input is {T} tokens but the model's context holds {limit}; "
-                f"use fewer demonstrations (or a method that compresses them)"
-            )
+        self.check_fits(T)
         B = len(rows)
         embeds = torch.zeros(B, T, d, device=dev, dtype=dtype)
         mask = torch.zeros(B, T, dtype=torch.long, device=dev)

@@ -125,15 +125,6 @@ class HFBackbone(VLMBackbone):
         """Where inputs go: the device of the LM's input embeddings (first shard with device_map='auto')."""
         return self.language_model.get_input_embeddings().weight.device
 
-    @property
-    def num_image_tokens(self) -> int:
-        """LM tokens per image (fixed: every image is resized to ``image_size``)."""
-        if self._n_image_tokens is None:
-            with torch.no_grad():
-                blank = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
-                self._n_image_tokens = int(self.encode_images([blank], ["describe"]).shape[1])
-        return self._n_image_tokens
-
     # -- text -----------------------------------------------------------------------------------
     def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

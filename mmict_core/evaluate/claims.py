@@ -70,3 +70,18 @@ def chain_verdict(summaries: Sequence[SeedSummary]) -> str:
     if any(v == "does not hold" for v in links):
         return "does not hold"
     return "inconclusive"
+
+
+def wilson_interval(correct: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``correct / n`` (``correct`` may be a fractional
+    count, e.g. n * accuracy)."""
+    if n <= 0:
+        raise ValueError(f"n must be >= 1, got {n}")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # at p = 0 or 1 one bound is exactly p (the score equation's root); rounding must not move it
+    lo = 0.0 if p <= 0 else max(0.0, centre - half)
+    hi = 1.0 if p >= 1 else min(1.0, centre + half)
+    return lo, hi

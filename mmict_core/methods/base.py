@@ -184,9 +184,22 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def generate(self, episodes: Sequence[Episode], max_new_tokens: int = 10, num_beams: int = 1) -> list[str]:
-        with self.attached():
-            return self.backbone.generate_from(self.batch(episodes, with_answer=False, padding_side="left"),
-                                               max_new_tokens=max_new_tokens, num_beams=num_beams)
+        return self.generate_batch(episodes, max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
+
+    @torch.no_grad()
+    def generate_batch(self, episodes: Sequence[Episode], max_new_tokens: int = 10,
+                       num_beams: int = 1) -> tuple[list[str], AssembledBatch]:
+        """(answers, the left-padded batch they were generated from): one assembly, so callers
+        read token counts off the batch instead of assembling again.  Always in eval mode (no
+        dropout), whatever mode the method is in; the mode is restored afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            with self.attached():
+                batch = self.batch(episodes, with_answer=False, padding_side="left")
+                return self.backbone.generate_from(batch, max_new_tokens=max_new_tokens, num_beams=num_beams), batch
+        finally:
+            self.train(was_training)
 
     # -- parameters ---------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -48,6 +48,10 @@ class ComparisonPanel(Panel):
         self.max_new_tokens = W.BoundedIntText(value=0, min=0, max=256, description="max new tokens (0 = task's)",
                                                style=style, layout=W.Layout(width="240px"))
         self.refresh_button = W.Button(description="Refresh methods", icon="refresh")
+        # adapters of the session's library and the starter library, loaded on demand
+        self.library = W.Dropdown(options=[], description="library", style=style, layout=W.Layout(width="320px"))
+        self.load_button = W.Button(description="Load into compare", icon="download")
+        self.load_button.on_click(lambda _: self.load())
         self.run_button = W.Button(description="Compare", button_style="primary", icon="play")
         self.table = W.HTML()
         self.case_study = W.HTML()
@@ -55,6 +59,7 @@ class ComparisonPanel(Panel):
         self.refresh_button.on_click(lambda _: self.refresh())
         self.run_button.on_click(lambda _: self.run())
         self.widget = W.VBox([W.HBox([self.methods, W.VBox([self.max_new_tokens, self.refresh_button, self.run_button])]),
+                              W.HBox([self.library, self.load_button]),
                               self.status, self.table, self.case_study])
         self.refresh()
 
@@ -65,6 +70,26 @@ class ComparisonPanel(Panel):
         options = self.session.method_labels()
         self.methods.options = options
         self.methods.value = [o for o in options if o in chosen or o not in before]
+        self.library.options = self.session.library_choices()
+
+    def load(self) -> str | None:
+        """What "Load into compare" does: the chosen library entry becomes one of the methods."""
+        name = self.library.value
+        if not name:
+            self._say("choose a library entry to load", "error")
+            return None
+        with try_lock(self.session.backbone) as ok:
+            if not ok:
+                self._say(BUSY, "busy")
+                return None
+            try:
+                self.session.load_from_library(name)
+            except USER_ERRORS as e:
+                self._say(public_message(e), "error")
+                return None
+        self.refresh()
+        self._say(f"loaded {name}: it is now among the methods", "ok")
+        return name
 
     def run(self) -> list[CompareRow]:
         """What the Compare button does."""

@@ -15,8 +15,12 @@ from .training import TrainingPanel
 class Studio(Panel):
     """``picker``, ``training``, ``comparison`` and ``attention`` panels over ``session`` in a Tab."""
 
-    def __init__(self, session: Session, *, threaded: bool = True):
+    def __init__(self, session: Session, *, threaded: bool = True, starter: bool = True):
         self.session = session
+        if starter:  # the starter library shipped with the teaching VLM, read-only (its entries for this backbone)
+            from ..casestudy import starter_library
+
+            session.share_library(starter_library())
         self.picker = DemoPicker(session)
         self.training = TrainingPanel(session, threaded=threaded)
         self.comparison = ComparisonPanel(session)

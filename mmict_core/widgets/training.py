@@ -14,10 +14,10 @@ import ipywidgets as W
 
 from .. import viz
 from ..methods import get_method
-from ..workbench import GALLERY_TASKS, Session, TrainOutcome, TrainRequest, rank_field, trainable_methods
+from ..workbench import (GALLERY_TASKS, Session, TrainOutcome, TrainRequest, heldout_learned, heldout_summary, rank_field,
+                         trainable_methods)
 from ..messages import INTERNAL, public_message
-from ..workbench_check import CHECK_EPISODES, LearningCheck, learning_check
-from ._common import USER_ERRORS, Panel, backbone_lock, set_figure
+from ._common import USER_ERRORS, Panel, set_figure
 from ._figure import FigureView
 
 FIGURE_HEIGHT = 320  # px
@@ -33,23 +33,22 @@ class TrainingPanel(Panel):
 
     Defaults that can succeed on the teaching VLM: HiFICL, 300 steps, lr 5e-3, binding with one fixed
     binding (measured: held-out accuracy 0.98-1.00 after 200-400 steps, a few seconds of CPU; on
-    per-episode bindings HiFICL cannot learn, the words change every episode).  After a run, a
-    held-out check (``check_episodes``; :mod:`mmict_core.workbench_check`) says in the status whether
-    the adapter beats the bare model ("Learned the task" / "Did not learn the task", with the numbers).
+    per-episode bindings HiFICL cannot learn, the words change every episode).  A finished run is
+    scored on ``heldout`` test episodes (:func:`mmict_core.workbench.heldout_accuracy`) and the status
+    says whether its 95% interval lies above chance, i.e. whether it learned the task.
 
     State: ``losses`` (this run's per-step losses), ``outcome`` (the :class:`TrainOutcome`),
-    ``check`` (its :class:`LearningCheck`),
+    (``outcome.heldout``: its held-out accuracy),
     ``adapter_name`` (its name in the session), ``thread``.  ``on_step`` callables get
     ``(step, total, loss)`` after every step; ``on_done`` callables run when a run ends.
     """
 
     def __init__(self, session: Session, *, threaded: bool = True, method: str = "hificl", task: str | None = None,
                  steps: int = 300, lr: float = 5e-3, samples: int = 200, batch_size: int = 8, fixed_binding: bool = True,
-                 check_episodes: int = CHECK_EPISODES, min_plot_interval: float = 0.25):
+                 heldout: int = 50, min_plot_interval: float = 0.25):
         self.session = session
         self.threaded = threaded
-        self.check_episodes = int(check_episodes)  # held-out episodes of the learning check (0: none)
-        self.check: LearningCheck | None = None
+        self.heldout = int(heldout)  # held-out test episodes scored when a run ends (0: none)
         self.min_plot_interval = float(min_plot_interval)
         self.on_step: list[Callable[[int, int, float], None]] = []
         self.on_done: list[Callable[[], None]] = []
@@ -101,7 +100,8 @@ class TrainingPanel(Panel):
                             steps=int(self.steps.value), lr=float(self.lr.value),
                             rank=int(self.rank.value) if rank_field(self.method.value) else None,
                             seed=int(self.seed.value),
-                            batch_size=int(self.batch_size.value), fixed_binding=bool(self.fixed_binding.value))
+                            batch_size=int(self.batch_size.value), fixed_binding=bool(self.fixed_binding.value),
+                            heldout=self.heldout)
 
     def start(self) -> None:
         """What the Train button does: validate, then drive the session's TrainJob (queued for the
@@ -118,7 +118,7 @@ class TrainingPanel(Panel):
         self._running.set()
         self._title = f"{req.method} on {req.task}: training loss"
         self.losses = []
-        self.outcome, self.adapter_name, self.check = None, None, None
+        self.outcome, self.adapter_name = None, None
         self.progress.max, self.progress.value, self.progress.description = req.steps, 0, "step 0"
         self.progress.bar_style = ""
         self._plot(force=True)
@@ -171,13 +171,14 @@ class TrainingPanel(Panel):
             self.progress.bar_style = "warning" if out.cancelled else "success"
             done = (f"{how} {r.steps} steps in {r.seconds:.1f} s{last}. The adapter is {self.adapter_name!r} "
                     f"in this session{stored}.")
-            self._say(done, "busy" if out.cancelled else "ok")
-            if not out.cancelled and self.check_episodes > 0:
-                self._say(done + " Checking it on held-out episodes ...", "busy")
-                self.check = self._learning_check(out)
-                if not self.check.learned:
+            h = out.heldout
+            if out.cancelled or not h:
+                self._say(done, "busy" if out.cancelled else "ok")
+            else:  # the held-out check the session ran (TrainRequest.heldout): did the run learn the task?
+                learned = heldout_learned(h)
+                if not learned:
                     self.progress.bar_style = "warning"
-                self._say(f"{done} {self.check.describe()}", "ok" if self.check.learned else "error")
+                self._say(f"{done} {heldout_summary(h)}", "ok" if learned else "error")
         except USER_ERRORS as e:
             self.progress.bar_style = "danger"
             self._say(f"training failed: {public_message(e)}", "error")
@@ -191,13 +192,6 @@ class TrainingPanel(Panel):
             self.train_button.disabled, self.cancel_button.disabled = False, True
             for fn in self.on_done:
                 fn()
-
-    def _learning_check(self, out: TrainOutcome) -> LearningCheck:
-        """The held-out check of a finished run (holding the model, as the training did)."""
-        req = out.request
-        with backbone_lock(self.session.backbone):
-            return learning_check(self.session.backbone, out.method, req.task, fixed_binding=req.fixed_binding,
-                                  episodes=self.check_episodes, seed=req.seed)
 
     def _step(self, step: int, total: int, loss: float) -> bool | None:
         self.losses.append(float(loss))

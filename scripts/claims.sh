@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The papers' claims measured in their own settings, 3 seeds each, on the shipped teaching VLM.
+#   MMICT >= VanillaICT >= VanillaFT on the downstream case-study tasks (docs/tasks/downstream.md):
+#   pre-registered phases, baseline before methods; per-run JSON in benchmarks/results/claims/downstream/,
+#   the README's claim block rewritten from it.  Resumes: a finished (task, method, seed) is not re-run.
+#   (HiFICL / M2IV / MimIC on binding: scripts/compare_teaching.sh.)
+#   bash scripts/claims.sh            # ~75 min on 2 CPU cores
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=benchmarks/results/claims/downstream
+TASKS=${TASKS:-ft-vqa,ft-caption}
+LIB=${LIB:-assets/teaching-vlm/library}
+$PY scripts/measure_downstream.py --phase baseline --tasks "$TASKS" --out "$OUT" --library "$LIB"
+$PY scripts/measure_downstream.py --phase methods --tasks "$TASKS" --out "$OUT" --library "$LIB"
+$PY scripts/measure_downstream.py --summary --readme --tasks "$TASKS" --out "$OUT"
