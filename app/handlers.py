@@ -28,7 +28,7 @@ from mmict_core.workbench_store import SessionStore
 from mmict_core.casestudy import starter_library
 from mmict_core.vlibrary.view import OWN
 from mmict_core.workbench import (AUTO_STRATEGIES, BackboneCache, GALLERY_TASKS, Session, TrainRequest, WorkbenchError,
-                                  attention_adapters, attention_methods, rank_field, trainable_methods)
+                                  heldout_summary, attention_adapters, attention_methods, rank_field, trainable_methods)
 
 log = logging.getLogger("mmict.app")
 RESULTS_FILE = "results.json"  # a stored session's last comparison
@@ -113,11 +113,7 @@ def heldout_text(h: dict | None) -> str:
     """The held-out accuracy line shown when a training run ends (empty when none was measured)."""
     if not h:
         return ""
-    verdict = ("not above chance: this adapter has not learned the task (more steps or samples, another "
-               "learning rate, or fixed binding for an adapter on binding)") if h["ci95"][1] <= h["chance"] else (
-        "above chance" if h["ci95"][0] > h["chance"] else "not clearly above chance (the interval includes it)")
-    return (f"\n\nHeld-out accuracy: **{h['accuracy']:.3f}** [{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] over {h['n']} test "
-            f"episodes with {h['shots']} demonstration(s); chance {h['chance']:.3f} — {verdict}.")
+    return f"\n\n{heldout_summary(h, bold=True)}"
 
 
 class Studio:
@@ -253,7 +249,7 @@ class Studio:
     def gallery_value(self, s: Session) -> list:
         out = []
         for i, ex in enumerate(s.items):
-            mark = f"✓ demo {s.selected.index(i) + 1} · " if i in s.selected else ""
+            mark = f"✓ demo {s.selected.index(i) + 1} · " if i in s.selected else ("query · " if i == s.query_item else "")
             src = "upload · " if i >= len(s.pool) else ""
             out.append((upscale(ex.images[0]), f"{mark}{src}#{i + 1} {ex.prompt} → {ex.answer}"))
         return out

@@ -97,7 +97,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 t_method = gr.Dropdown(trainable_methods(), value="hificl", label="Method")
                 t_task = gr.Dropdown(list(GALLERY_TASKS), value="binding", label="Task")
                 t_samples = gr.Number(value=200, precision=0, label="Samples")
-                t_steps = gr.Number(value=80, precision=0, label="Steps")
+                t_steps = gr.Number(value=300, precision=0, label="Steps")  # with fixed binding: learns (0.9+)
             with gr.Row():
                 t_method_md = gr.Markdown(studio.method_info("hificl")[0])
                 t_task_md = gr.Markdown(studio.task_info("binding"))
@@ -105,7 +105,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 t_lr = gr.Number(value=5e-3, label="Learning rate")
                 t_rank = gr.Number(value=8, precision=0, label="Rank")
                 t_seed = gr.Number(value=0, precision=0, label="Seed")
-                t_fixed = gr.Checkbox(value=False, label="Fixed binding (binding task: one word per colour for "
+                t_fixed = gr.Checkbox(value=True, label="Fixed binding (binding task: one word per colour for "
                                                          "every episode, as `--fixed-binding`)")
                 t_heldout = gr.Number(value=50, precision=0, label="Held-out episodes scored when training ends")
             with gr.Row():

@@ -327,6 +327,21 @@ def heldout_accuracy(method: Method, task: str, episodes: int, *, fixed_binding:
     return {"accuracy": r.accuracy, "ci95": [lo, hi], "n": r.n, "shots": shots, "chance": t.chance}
 
 
+def heldout_learned(h: dict) -> bool:
+    """A :func:`heldout_accuracy` result shows the task learned: its 95% interval lies above chance."""
+    return h["ci95"][0] > h["chance"]
+
+
+def heldout_summary(h: dict, *, bold: bool = False) -> str:
+    """One sentence for a status line (app and widgets): accuracy, interval, chance and the verdict."""
+    verdict = ("not above chance: this adapter has not learned the task (more steps or samples, another "
+               "learning rate, or fixed binding for an adapter on binding)") if h["ci95"][1] <= h["chance"] else (
+        "above chance" if heldout_learned(h) else "not clearly above chance (the interval includes it)")
+    acc = f"**{h['accuracy']:.3f}**" if bold else f"{h['accuracy']:.3f}"
+    return (f"Held-out accuracy: {acc} [{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] over {h['n']} test "
+            f"episodes with {h['shots']} demonstration(s); chance {h['chance']:.3f} — {verdict}.")
+
+
 def train_adapter(backbone, req: TrainRequest, *, callback: Callable[[int, int, float], bool | None] | None = None,
                   progress: bool = False) -> TrainOutcome:
     """Train a fresh adapter by ``req``.  ``callback(step, total, loss)`` after every step;
@@ -408,6 +423,7 @@ class Session:
         self.task = task
         self.pool, self.query = task_pool(task, size, seed=seed, index=index)
         self.selected: list[int] = []  # indices into self.items, in demonstration order
+        self.query_item: int | None = None  # the gallery item the query was taken from (not a demo)
 
     @property
     def items(self) -> list[Example]:
@@ -417,6 +433,9 @@ class Session:
     def toggle(self, i: int) -> None:
         if not 0 <= i < len(self.items):
             raise WorkbenchError(f"no gallery item {i} (the gallery has {len(self.items)})")
+        if i == self.query_item and i not in self.selected:
+            raise WorkbenchError(f"gallery item {i} is the query: as a demonstration the model could copy its "
+                                 f"answer; pick another item, or use another item as the query")
         if i in self.selected:
             self.selected.remove(i)
         else:
@@ -432,8 +451,15 @@ class Session:
     def clear(self) -> None:
         self.selected = []
 
+    def selectable(self) -> list[int]:
+        """Gallery indices that may be demonstrations: every item but the one the query came from."""
+        return [i for i in range(len(self.items)) if i != self.query_item]
+
     def auto_fill(self, strategy: str, k: int, seed: int = 0) -> None:
-        self.selected = auto_select(strategy, self.items, self.query, k, seed=seed, backbone=self.backbone)
+        """Select ``k`` demonstrations by ``strategy`` among the :meth:`selectable` items."""
+        ids = self.selectable()
+        picked = auto_select(strategy, [self.items[i] for i in ids], self.query, k, seed=seed, backbone=self.backbone)
+        self.selected = [ids[j] for j in picked]
 
     def check_text(self, prompt: str, answer: str = "") -> list[str]:
         """Refuse typed control tokens (WorkbenchError); warnings for words the model does not know."""
@@ -464,6 +490,7 @@ class Session:
         a = (self.query.answer if answer is None else answer)
         self.check_text(q, a)
         self.query = user_example(img, q, a, task=self.task)
+        self.query_item = None  # the user's own query now, not a gallery item
 
     def demo_warnings(self) -> list[str]:
         """The query picked as a demonstration, and demonstrations picked twice (same image and question)."""
@@ -485,6 +512,7 @@ class Session:
             raise WorkbenchError(f"no gallery item {i}")
         ex = self.items[i]
         self.query = Example(images=list(ex.images), prompt=ex.prompt, answers=list(ex.answers), task=ex.task, meta=dict(ex.meta))
+        self.query_item = i  # no longer selectable as a demonstration (see toggle, auto_fill)
         if i in self.selected:
             self.selected.remove(i)
 
@@ -630,6 +658,6 @@ class Session:
 
 
 __all__ = ["Session", "AUTO_STRATEGIES", "GALLERY_TASKS", "BackboneCache", "BackboneInfo", "CompareRow", "TrainOutcome",
-           "TrainRequest", "WorkbenchError", "heldout_accuracy", "attention_adapters", "attention_methods", "auto_select", "batch_tokens", "build_episode", "compare_one", "demo_token_cost",
+           "TrainRequest", "WorkbenchError", "heldout_accuracy", "heldout_learned", "heldout_summary", "attention_adapters", "attention_methods", "auto_select", "batch_tokens", "build_episode", "compare_one", "demo_token_cost",
            "image_token_count", "library_name", "lm_tokens", "load_backbone_timed", "make_method", "method_label",
            "rank_field", "task_pool", "train_adapter", "training_free_methods", "trainable_methods", "user_example"]

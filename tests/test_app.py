@@ -185,3 +185,16 @@ def test_two_users_train_at_once(served):
     finally:
         c1.close()
         c2.close()
+
+
+def test_use_as_query_takes_the_item_out_of_the_gallery_demos(studio):
+    r = Req("grace")
+    studio.clear(r)
+    studio.pick(Sel(3), r)
+    gal, *_ = studio.query_from_gallery(4, r)  # Pool # counts from 1: item 3
+    s = studio.session(r)
+    assert s.query_item == 3 and s.selected == [] and gal[3][1].startswith("query · #4")
+    with pytest.raises(gr.Error, match="is the query"):
+        studio.pick(Sel(3), r)
+    studio.auto_fill("random", len(s.items) - 1, 0, r)
+    assert sorted(s.selected) == [i for i in range(len(s.items)) if i != 3]

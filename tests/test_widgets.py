@@ -101,6 +101,48 @@ def test_picker_new_pool_and_query(session):
     assert "no gallery item 99" in p.error
 
 
+def test_picker_status_follows_manual_clicks(session):
+    p = DemoPicker(session)
+    p.strategy.value, p.k.value = "balanced", 3
+    p.fill.click()
+    assert "balanced selection of 3" in p.status.value
+    free = next(i for i in range(len(session.items)) if i not in session.selected)
+    p.toggles[free].value = True  # a manual click after the fill: the status says what it did
+    assert "balanced" not in p.status.value
+    assert f"added item {free}" in p.status.value and "#4" in p.status.value and "4 demonstration(s)" in p.status.value
+    first = session.selected[0]
+    p.toggles[first].value = False
+    assert f"removed item {first}" in p.status.value and "3 demonstration(s)" in p.status.value
+
+
+def test_use_as_query_takes_the_item_out_of_the_demos(session):
+    p = DemoPicker(session)
+    p.toggles[3].value = True
+    p.query_index.value = 3
+    p.use_as_query.click()
+    assert session.query_item == 3 and 3 not in session.selected
+    assert p.toggles[3].disabled and p.toggles[3].description == "query" and not p.toggles[3].value
+    p.toggles[3].value = True  # a click on it (if the browser let one through) is refused and undone
+    assert 3 not in session.selected and not p.toggles[3].value and "is the query" in p.error
+    with pytest.raises(ValueError, match="is the query"):
+        session.toggle(3)
+    # Fill: never the query's item, even when k asks for every other item
+    assert p.k.max == len(session.items) - 1
+    for strategy in ("random", "balanced", "similarity"):
+        p.strategy.value, p.k.value = strategy, len(session.items) - 1
+        p.fill.click()
+        assert sorted(session.selected) == [i for i in range(len(session.items)) if i != 3], strategy
+    p.k.value = 2
+    p.fill.click()
+    assert len(session.selected) == 2 and 3 not in session.selected and session.demo_warnings() == []
+    session.set_query(prompt=session.query.prompt)  # the user's own query: item 3 is selectable again
+    assert session.query_item is None
+    p._sync()
+    assert not p.toggles[3].disabled
+    session.toggle(3)
+    assert 3 in session.selected
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -273,3 +315,89 @@ def test_attention_explorer_without_an_adapter(session):
     a = AttentionExplorer(session)
     a.show_button.click()
     assert "no adapter with virtual key/value slots" in a.error and a.attention is None
+
+
+# ---------------------------------------------------------------- default training can succeed
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from mmict_core.workbench import load_backbone_timed
+
+    return load_backbone_timed()[0]  # the shipped teaching VLM (assets/teaching-vlm)
+
+
+def _held_out_accuracy(backbone, method, task, fixed_binding, episodes=50, seed=0):
+    """Plain re-computation: one episode at a time, exact match against the references."""
+    from mmict_core.data import make_episode
+
+    t = get_task(task, **({"fixed_binding": True} if fixed_binding else {}))
+    k = method.config.shots if method.uses_demos else 0
+    hits = []
+    for i in range(episodes):
+        ep = make_episode(t, k, seed=seed, index=i, split="test", pool_size=max(t.default_pool_size, k))
+        with torch.no_grad():
+            out = method.generate([ep], max_new_tokens=t.max_new_tokens)[0]
+        hits.append(exact_match(out, ep.query.answers))
+    return float(np.mean(hits))
+
+
+def test_studio_default_training_learns_and_says_so(shipped):
+    """The Studio's training defaults (HiFICL, 300 steps, fixed binding) reach a high held-out
+    accuracy on the shipped model, and the status reports it against chance."""
+    s = Session(shipped, task="binding", pool_size=8, seed=0)
+    studio = Studio(s, threaded=False)
+    t = studio.training
+    assert (t.method.value, t.task.value, t.steps.value, t.fixed_binding.value) == ("hificl", "binding", 300, True)
+    t.train_button.click()
+    h = t.outcome.heldout
+    assert h is not None and h["n"] == 50 and h["accuracy"] >= 0.9 and h["ci95"][0] > h["chance"]
+    assert h["accuracy"] == pytest.approx(_held_out_accuracy(shipped, t.outcome.method, "binding", True), abs=1e-9)
+    assert "finished: 300 steps" in t.status.value and f"Held-out accuracy: {h['accuracy']:.3f}" in t.status.value
+    assert "— above chance." in t.status.value and t.progress.bar_style == "success"
+
+
+def test_training_that_learns_nothing_says_so(shipped):
+    """HiFICL on per-episode bindings (the words change every episode) cannot learn them."""
+    s = Session(shipped, task="binding", pool_size=8, seed=0)
+    t = TrainingPanel(s, threaded=False, steps=60)
+    t.fixed_binding.value = False
+    t.train_button.click()
+    h = t.outcome.heldout
+    assert h["ci95"][1] <= h["chance"]
+    assert h["accuracy"] == pytest.approx(_held_out_accuracy(shipped, t.outcome.method, "binding", False), abs=1e-9)
+    assert "finished: 60 steps" in t.status.value and "has not learned the task" in t.status.value
+    assert t.progress.bar_style == "warning" and t.error  # shown as an error line
+
+
+def _widget_tree(w):
+    import ipywidgets as W
+
+    yield w
+    for c in getattr(w, "children", ()) or ():
+        if isinstance(c, W.Widget):
+            yield from _widget_tree(c)
+
+
+def test_studio_widgets_are_light_core_models(hificl_session):
+    """No anywidget in the panels (plotly's FigureWidget syncs its 5 MB plotly.js bundle per instance,
+    which made a saved notebook 25-51 MB); every figure is an Output holding plotly JSON + HTML."""
+    import json
+
+    import anywidget
+
+    studio = Studio(hificl_session, threaded=False)
+    studio.attention.show()
+    tree = list(_widget_tree(studio.widget))
+    assert not [w for w in tree if isinstance(w, anywidget.AnyWidget)]
+    outputs = [w for w in tree if w._model_name == "OutputModel"]
+    assert len(outputs) == 5  # the loss curve and the attention explorer's four views
+    figs = [studio.training.figure, studio.attention.grid, studio.attention.slots, studio.attention.per_token,
+            studio.attention.head_view]
+    for fv in figs:
+        (out,) = fv.widget.outputs
+        spec = out["data"]["application/vnd.plotly.v1+json"]
+        assert spec["data"] == json.loads(fv.figure.to_json())["data"]  # the figure on screen, as JSON
+        assert "Plotly.newPlot" in out["data"]["text/html"]
+    size = sum(len(json.dumps(w.get_state(), default=str)) for w in tree)
+    assert size < 1_000_000, f"the Studio's widget state weighs {size:,} bytes"

@@ -6,6 +6,9 @@ as soon as a skip list is given, so the list names it explicitly).
 """
 from __future__ import annotations
 
+import logging
+import sys
+
 import torch
 
 QUANT_MODES = ("none", "8bit", "4bit")
@@ -44,3 +47,28 @@ def keep_4bit_trainable(model) -> None:
     for m in model.modules():
         if hasattr(m, "support_avx512bf16_for_cpu"):
             m.support_avx512bf16_for_cpu = False
+
+
+# bitsandbytes' CPU backend, at import on AVX512-BF16 hosts, tries to fetch a 4-bit matmul kernel from
+# the Hugging Face hub ("kernels-community", remote code) and logs "Failed to load CPU gemm_4bit_forward
+# ... trust_remote_code ..." when it cannot (offline, or untrusted publisher); bitsandbytes then uses
+# its built-in 4-bit path.  The kernel serves 4-bit inference only.
+_BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+
+
+def import_bitsandbytes_quietly() -> bool:
+    """Import bitsandbytes (if installed) without its remote-kernel warning; for code that uses no
+    4-bit weights (e.g. peft, which imports bitsandbytes for its 8/4-bit LoRA layers).  A 4-bit
+    load imports it through transformers first and keeps the warning.  True when it is importable."""
+    if "bitsandbytes" in sys.modules:
+        return True
+    log = logging.getLogger(_BNB_CPU_LOGGER)
+    old = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return False
+    finally:
+        log.setLevel(old)
+    return True

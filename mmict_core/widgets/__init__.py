@@ -11,6 +11,7 @@ library calls the Gradio app makes.  Each panel is a small controller over a
 - :class:`Studio`: the four in tabs, wired together.
 """
 from ._common import backbone_lock, png_bytes, set_figure
+from ._figure import FigureView
 from .attention import AttentionExplorer, head_view_figure
 from .comparison import ComparisonPanel, rows_table_html
 from .picker import DemoPicker
@@ -18,4 +19,4 @@ from .studio import Studio
 from .training import TrainingPanel
 
 __all__ = ["DemoPicker", "TrainingPanel", "ComparisonPanel", "AttentionExplorer", "Studio", "backbone_lock",
-           "png_bytes", "set_figure", "head_view_figure", "rows_table_html"]
+           "png_bytes", "set_figure", "FigureView", "head_view_figure", "rows_table_html"]

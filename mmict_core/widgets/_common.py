@@ -13,6 +13,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from ..viz import upscale_nearest
+from ._figure import FigureView
 from ..workbench_jobs import model_lock
 
 # errors a panel shows to the person instead of raising: WorkbenchError, LibraryError and
@@ -49,22 +50,9 @@ def png_bytes(image, min_px: int = 64) -> bytes:
     return buf.getvalue()
 
 
-def set_figure(fw: go.FigureWidget, fig: go.Figure, height: int | None = None) -> None:
-    """Show ``fig`` in the live widget ``fw``: traces updated in place when their number and types
-    match, replaced otherwise; layout replaced (with ``height`` in pixels when given)."""
-    if height is not None:
-        fig.update_layout(height=height)
-    new = list(fig.data)
-    if len(fw.data) == len(new) and all(a.type == b.type for a, b in zip(fw.data, new)):
-        with fw.batch_update():
-            for a, b in zip(fw.data, new):
-                a.update(b.to_plotly_json(), overwrite=True)
-            fw.layout = fig.layout
-    else:
-        fw.data = []
-        if new:
-            fw.add_traces(new)
-        fw.layout = fig.layout
+def set_figure(view: FigureView, fig: go.Figure, height: int | None = None) -> None:
+    """Show ``fig`` in the panel's figure ``view`` (with ``height`` in pixels when given)."""
+    view.show(fig, height=height)
 
 
 def status_html(text: str, kind: str = "info") -> str:

@@ -14,6 +14,7 @@ from ..inspect.virtual_kv import VirtualKVAttention
 from ..messages import public_message
 from ..workbench import Session, attention_adapters, attention_methods
 from ._common import BUSY, USER_ERRORS, Panel, set_figure, try_lock
+from ._figure import FigureView
 
 FIGURE_HEIGHT = 360  # px
 
@@ -39,7 +40,7 @@ class AttentionExplorer(Panel):
     Widgets: ``adapter`` (Dropdown over the session's HiFICL adapters), ``refresh_button``,
     ``show_button``; ``layer`` (IntSlider, -1 = every layer) and ``head`` (IntSlider);
     ``positions`` ("query" or "all": what the layer x head grid and the slot view average over);
-    figures (``go.FigureWidget``, updated in place): ``grid`` (layer x head),
+    figures (:class:`FigureView`): ``grid`` (layer x head),
     ``per_token`` (rows = layers, or the heads of the chosen layer), ``head_view`` (one head, per
     token), ``slots`` (layer x virtual slot); ``status``.  State: ``attention`` (the captured
     :class:`~mmict_core.inspect.virtual_kv.VirtualKVAttention`).
@@ -57,9 +58,9 @@ class AttentionExplorer(Panel):
         self.positions = W.ToggleButtons(options=["query", "all"], value="query", description="average over",
                                          style=style)
         self.status = W.HTML()
-        self.grid, self.per_token, self.head_view, self.slots = (go.FigureWidget() for _ in range(4))
-        for fw in (self.grid, self.per_token, self.head_view, self.slots):
-            fw.layout.height = FIGURE_HEIGHT
+        self.grid, self.per_token, self.head_view, self.slots = (FigureView(height=FIGURE_HEIGHT) for _ in range(4))
+        for fv in (self.grid, self.slots):  # side by side, sharing the row (fits 1280 px)
+            fv.widget.layout = W.Layout(flex="1 1 0%", min_width="0", width="auto")
         self.refresh_button.on_click(lambda _: self.refresh())
         self.show_button.on_click(lambda _: self.show())
         self.layer.observe(lambda _: self.redraw(), names="value")
@@ -67,7 +68,7 @@ class AttentionExplorer(Panel):
         self.positions.observe(lambda _: self.redraw(), names="value")
         self.widget = W.VBox([W.HBox([self.adapter, self.refresh_button, self.show_button]),
                               W.HBox([self.layer, self.head, self.positions]), self.status,
-                              W.HBox([self.grid, self.slots]), self.per_token, self.head_view])
+                              W.HBox([self.grid.widget, self.slots.widget]), self.per_token.widget, self.head_view.widget])
         self.refresh()
 
     def refresh(self) -> None:

@@ -97,7 +97,7 @@ class DemoPicker(Panel):
             self._say(public_message(e), "error")
             return
         self._sync()
-        self._say(f"gallery item {index} is now the query", "ok")
+        self._say(f"gallery item {index} is now the query (no longer selectable as a demonstration)", "ok")
 
     # -- widgets ----------------------------------------------------------------------------------
     def _build_gallery(self) -> None:
@@ -113,18 +113,24 @@ class DemoPicker(Panel):
             self.toggles.append(tb)
             cells.append(W.VBox([img, tb], layout=W.Layout(align_items="center")))
         self.gallery.children = cells
-        self.k.max = len(items)
         self.query_index.max = max(len(items) - 1, 0)
         self._sync()
 
     def _on_toggle(self, i: int, pressed: bool) -> None:
         if self._syncing:
             return
-        if pressed != (i in self.session.selected):
+        s = self.session
+        if pressed != (i in s.selected):
             try:
-                self.session.toggle(i)
+                s.toggle(i)
             except USER_ERRORS as e:
+                self._sync()
                 self._say(public_message(e), "error")
+                return
+            ex = s.items[i]
+            what = (f"added item {i} ({ex.answer}) as demonstration #{s.selected.index(i) + 1}" if i in s.selected
+                    else f"removed item {i} ({ex.answer})")
+            self._say(f"manual selection: {what}; {len(s.selected)} demonstration(s)", "ok")
         self._sync()
 
     def _sync(self) -> None:
@@ -135,8 +141,11 @@ class DemoPicker(Panel):
             for i, (tb, ex) in enumerate(zip(self.toggles, s.items)):
                 pos = s.selected.index(i) + 1 if i in s.selected else 0
                 tb.value = bool(pos)
-                tb.description = f"#{pos} {ex.answer}" if pos else (ex.answer or "?")
-                tb.button_style = "success" if pos else ""
+                is_query = i == s.query_item  # the query's own item is no demonstration
+                tb.disabled = is_query
+                tb.description = "query" if is_query else (f"#{pos} {ex.answer}" if pos else (ex.answer or "?"))
+                tb.button_style = "info" if is_query else ("success" if pos else "")
+            self.k.max = len(s.selectable())
         finally:
             self._syncing = False
         q = s.query

@@ -15,6 +15,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ...backbones.quant import import_bitsandbytes_quietly
 from ..base import Handle, Method, swap_attr
 from ..registry import register_method
 from .config import LoRAConfig
@@ -41,6 +42,7 @@ def find_targets(backbone, names: tuple) -> list[tuple[int, str, nn.Module]]:
 
 def peft_lora_layer(target: nn.Module, cfg: LoRAConfig) -> nn.Module:
     """A peft LoRA layer around ``target``, by peft's dispatchers (bitsandbytes 8/4-bit, then plain)."""
+    import_bitsandbytes_quietly()  # peft imports bitsandbytes: without its 4-bit remote-kernel notice
     from peft import LoraConfig  # imported here: peft (and bitsandbytes) take seconds to import
     from peft.tuners.lora.layer import dispatch_default
 
