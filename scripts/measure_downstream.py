@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def readme_block(tasks: list[str], out: Path) -> str:
     """The README's claim section, made from the per-run JSON under ``out`` (nothing typed by hand)."""
     recs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     trained = [r for r in recs if r["method"] != "icl"]
-    cmds = sorted({r["command"].split(" --seed")[0] for r in trained})
+    cmds = sorted({re.sub(r" --seed \d+", "", r["command"]) for r in trained})
     return "\n".join([
         "**The MMICT paper's claim in its own setting** — downstream fine-tuning on the teaching VLM, "
         "pre-registered in [docs/tasks/downstream.md](docs/tasks/downstream.md) (definitions, budget, "

@@ -1,0 +1,42 @@
+"""The README's downstream claim block is made from the committed per-run JSON (a stale or
+hand-typed number fails here), and its table agrees with a plain re-computation from that JSON."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("measure_downstream", ROOT / "scripts" / "measure_downstream.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readme_block_equals_what_the_json_gives():
+    md = _script()
+    assert md.write_readme(["ft-vqa", "ft-caption"], ROOT / md.RESULTS, ROOT / "README.md", check=True), (
+        "README.md's claim block is stale: python scripts/measure_downstream.py --summary --readme "
+        f"--out {md.RESULTS}")
+
+
+def test_table_rows_recomputed_from_the_json():
+    md = _script()
+    out = ROOT / md.RESULTS
+    text = md.summary(["ft-vqa", "ft-caption"], out)
+    for task in ("ft-vqa", "ft-caption"):
+        for method in ("vanilla-ft", "vanilla-ict", "mmict"):
+            acc = [json.loads(p.read_text())["results"][0]["accuracy"] for p in sorted(out.glob(f"{task}.{method}.seed*.json"))]
+            assert len(acc) == 3, f"{task}/{method}: expected 3 seeds"
+            m, half = np.mean(acc), stats.t.ppf(0.975, 2) * np.std(acc, ddof=1) / np.sqrt(3)
+            row = next(line for line in text.splitlines() if line.startswith(f"| {task} | {method} |"))
+            got = [float(x) for x in re.findall(r"\d\.\d{3}", row.split("|")[4])]
+            assert got == pytest.approx([m, m - half, m + half], abs=6e-4), row
