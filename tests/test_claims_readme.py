@@ -40,3 +40,17 @@ def test_table_rows_recomputed_from_the_json():
             row = next(line for line in text.splitlines() if line.startswith(f"| {task} | {method} |"))
             got = [float(x) for x in re.findall(r"\d\.\d{3}", row.split("|")[4])]
             assert got == pytest.approx([m, m - half, m + half], abs=6e-4), row
+
+
+def test_readme_starter_ranges_match_the_shipped_entries():
+    """The README quotes the ranges of held-out accuracy of the shipped ft-vqa adapters: they must be
+    what the shipped entries record (rebuild the library -> update the sentence)."""
+    from mmict_core.casestudy import ADAPTER_METHODS, HUB_METHODS, STARTER_DIR
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    m = re.search(r"held-out accuracy (\d\.\d\d)–(\d\.\d\d), in each entry, against (\d\.\d\d)–(\d\.\d\d) for the M-Hub", readme)
+    assert m, "the README's sentence on the starter library's ft-vqa adapters is gone or reworded"
+    acc = lambda name: json.loads((Path(STARTER_DIR) / f"ft-vqa.{name}" / "entry.json").read_text())["metrics"]["accuracy"]
+    adapters = [acc(n) for n in ADAPTER_METHODS]
+    hub = [acc(n) for n in HUB_METHODS]
+    assert [float(x) for x in m.groups()] == pytest.approx([min(adapters), max(adapters), min(hub), max(hub)], abs=0.006)
