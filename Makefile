@@ -29,13 +29,13 @@ eval: $(STAMP)
 	$(BIN)/mmict eval --task binding --shots 0,1,2,4,8 --episodes 300 --seed 0
 
 # The teaching notebooks in JupyterLab, with the project's environment (its python3 kernel).
-# JupyterLab's defaults for this venv (configs/jupyterlab-overrides.json): save widget state into the
+# JupyterLab's defaults for this venv (notebooks/jupyterlab/overrides.json): save widget state into the
 # notebook, so the panels still show after the kernel is gone (a reload after a restart, a reopen).
 # Jupyter refuses to run as root without --allow-root (containers, CI).
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-$(LAB_OVERRIDES): configs/jupyterlab-overrides.json | $(STAMP)
+$(LAB_OVERRIDES): notebooks/jupyterlab/overrides.json | $(STAMP)
 	mkdir -p $(dir $@)
 	cp $< $@
 

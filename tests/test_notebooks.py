@@ -157,5 +157,5 @@ def test_make_notebooks_runs_as_root_and_saves_widget_state(tmp_path):
     lab = next(ln for ln in out.splitlines() if "jupyter lab" in ln)
     assert ("--allow-root" in lab) == (os.geteuid() == 0), lab
     assert f"{venv}/share/jupyter/lab/settings/overrides.json" in out
-    overrides = json.loads((ROOT / "configs" / "jupyterlab-overrides.json").read_text())
+    overrides = json.loads((ROOT / "notebooks" / "jupyterlab" / "overrides.json").read_text())
     assert overrides["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True

@@ -82,14 +82,14 @@ def _needs():
 
 class Lab:
     """A JupyterLab server on ``root`` with its own config, runtime and settings folders, and the
-    project's JupyterLab defaults (configs/jupyterlab-overrides.json: the widget manager saves widget
+    project's JupyterLab defaults (notebooks/jupyterlab/overrides.json: the widget manager saves widget
     state into the notebook), as ``make notebooks`` installs them."""
 
     def __init__(self, jupyter: Path, root: Path, home: Path):
         self.port = _free_port()
         app_settings = home / "app-settings"  # the venv's defaults, as `make notebooks` installs them
         app_settings.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / "configs" / "jupyterlab-overrides.json", app_settings / "overrides.json")
+        shutil.copy(ROOT / "notebooks" / "jupyterlab" / "overrides.json", app_settings / "overrides.json")
         # no news / update pop-ups over the page
         (home / "settings" / "@jupyterlab" / "apputils-extension").mkdir(parents=True, exist_ok=True)
         (home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
