@@ -93,6 +93,23 @@ def _flow(page, url, shots, expect):
     expect(case.get_by_role("button", name="Run the case study")).to_be_visible()
     expect(case.get_by_text("4 demonstrations", exact=True)).to_be_visible()
     expect(case.get_by_text(re.compile(r"^what is in the .* \? →"))).to_have_count(4)  # the 4 VQA demonstrations
+    # one click per case-study type of the shipped starter library: the three methods' outputs, the
+    # accuracy table with intervals and the card — no training before it
+    _fill_number(page, expect, "Held-out episodes for the accuracy", 4)
+    for label, task in (("(a) VQA — ft-vqa", "ft-vqa"), ("(b) image captioning — ft-caption", "ft-caption"),
+                        ("per-episode binding", "binding")):
+        if task != "ft-vqa":
+            page.get_by_label("Case-study type").click()
+            page.get_by_role("option", name=label).click()
+        page.get_by_role("button", name="Run the case study").click()
+        expect(page.get_by_role("heading", name=f"Case study: {task} (4 demonstrations)")).to_be_visible(timeout=120_000)
+        acc = page.get_by_role("grid", name="Accuracy over held-out episodes")
+        outs = page.get_by_role("grid", name="Outputs on this query")
+        for method in ("vanilla-ft", "vanilla-ict", "mmict"):
+            expect(outs.get_by_role("gridcell", name=method, exact=True)).to_have_count(1)
+            expect(acc.get_by_role("gridcell", name=method, exact=True)).to_have_count(1)
+        expect(acc.get_by_role("gridcell", name=re.compile(r"^\[\d\.\d{3}, \d\.\d{3}\]$"))).to_have_count(4)  # + icl
+    shot("0-case-study")
 
     # -- Demonstrations: toggle two thumbnails, then fill k automatically ----------------
     page.get_by_role("tab", name="Demonstrations").click()
