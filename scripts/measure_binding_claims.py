@@ -72,8 +72,8 @@ def summary(out: Path) -> str:
         if not recs:
             continue
         s = summarize_seeds([r["accuracy"] for r in recs])
-        lines.append(f"| {method} | 0 | {s.mean:.3f} [{s.lo:.3f}, {s.hi:.3f}] | "
-                     f"{', '.join(f'{r['accuracy']:.3f}' for r in recs)} |")
+        per_seed = ", ".join(f"{r['accuracy']:.3f}" for r in recs)
+        lines.append(f"| {method} | 0 | {s.mean:.3f} [{s.lo:.3f}, {s.hi:.3f}] | {per_seed} |")
         if icl and s.n == len(SEEDS):
             v = verdict_ge(s, summarize_seeds([icl[0]["accuracy"]]))
             verdicts.append(f"- {method} at 0 demos >= {ICL_SHOTS}-shot ICL: **{v}**")
