@@ -80,10 +80,33 @@ def summary(out: Path) -> str:
     return "\n".join(lines + [""] + verdicts)
 
 
+BEGIN, END = "<!-- binding-claim -->", "<!-- /binding-claim -->"
+
+
+def readme_block(out: Path) -> str:
+    """The README's block, made from the per-run JSON under ``out``."""
+    return ("**HiFICL's and M2IV's claims in their own setting** — fixed binding, the adapter reading the query "
+            f"alone against {ICL_SHOTS}-shot ICL; {EPISODES} held-out episodes, seeds {', '.join(map(str, SEEDS))}, "
+            "the starter library's adapter budget (2,000 steps, lr 5e-3); made by "
+            "`python scripts/measure_binding_claims.py` (in `scripts/claims.sh`) from the JSON in "
+            "`benchmarks/results/claims/binding/`:\n\n" + summary(out))
+
+
+def write_readme(out: Path, readme: Path = Path("README.md"), check: bool = False) -> bool:
+    text = readme.read_text()
+    i, j = text.index(BEGIN) + len(BEGIN), text.index(END)
+    new = text[:i] + "\n" + readme_block(out) + "\n" + text[j:]
+    if check:
+        return new == text
+    readme.write_text(new)
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="benchmarks/results/claims/binding")
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--readme", action="store_true", help="rewrite the README's block from the JSON in --out")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,6 +119,8 @@ def main() -> None:
             for method in METHODS:
                 run(bb, method, seed, out)
     print(summary(out))
+    if a.readme:
+        write_readme(out)
 
 
 if __name__ == "__main__":

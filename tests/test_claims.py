@@ -30,6 +30,11 @@ def test_verdicts():
     assert verdict_ge(noisy, lo_) == "inconclusive" and verdict_ge(lo_, noisy) == "inconclusive"
     tie = summarize_seeds([1.0, 1.0, 1.0])
     assert verdict_ge(tie, summarize_seeds([1.0, 1.0, 1.0])) == "holds"
+    # against a training-free method measured once: every seed at the same value is a tie (>= holds),
+    # one seed below it leaves the interval straddling it
+    assert verdict_ge(tie, summarize_seeds([1.0])) == "holds"
+    assert verdict_ge(summarize_seeds([1.0, 1.0, 0.99]), summarize_seeds([1.0])) == "inconclusive"
+    assert verdict_ge(summarize_seeds([0.5, 0.5, 0.5]), summarize_seeds([1.0])) == "does not hold"
     assert chain_verdict([hi_, hi_, lo_]) == "holds"
     assert chain_verdict([lo_, hi_, noisy]) == "does not hold"
     assert chain_verdict([hi_, noisy, lo_]) == "inconclusive"

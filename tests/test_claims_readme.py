@@ -54,3 +54,12 @@ def test_readme_starter_ranges_match_the_shipped_entries():
     adapters = [acc(n) for n in ADAPTER_METHODS]
     hub = [acc(n) for n in HUB_METHODS]
     assert [float(x) for x in m.groups()] == pytest.approx([min(adapters), max(adapters), min(hub), max(hub)], abs=0.006)
+
+
+def test_readme_binding_block_equals_what_the_json_gives():
+    spec = importlib.util.spec_from_file_location("measure_binding_claims", ROOT / "scripts" / "measure_binding_claims.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.write_readme(ROOT / "benchmarks" / "results" / "claims" / "binding", ROOT / "README.md", check=True), (
+        "README.md's binding-claim block is stale: python scripts/measure_binding_claims.py --readme")
+
