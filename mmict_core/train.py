@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Episode, get_task, make_episode
@@ -67,6 +68,19 @@ class TrainingDiverged(ValueError):
     def __init__(self, step: int, what: str = "loss"):
         self.step, self.what = step, what
         super().__init__(f"training diverged at step {step}: lower the learning rate")
+
+
+def clip_or_diverge(params, max_norm: float, loss: torch.Tensor, step: int) -> float:
+    """``clip_grad_norm_`` for hand-written loops (the teaching VLM's pretraining stages): raises
+    :class:`TrainingDiverged` at the first NaN/inf loss or gradient, before the optimiser step, so
+    no non-finite value reaches the weights.  Returns the gradient norm before clipping."""
+    params = list(params)
+    if not math.isfinite(float(loss.detach())):
+        raise TrainingDiverged(step + 1, "loss")
+    norm = float(nn.utils.clip_grad_norm_(params, max_norm))
+    if not math.isfinite(norm):
+        raise TrainingDiverged(step + 1, "gradient")
+    return norm
 
 
 def _grads_finite(params) -> bool:

@@ -181,3 +181,44 @@ def test_training_panel_shows_the_divergence_and_stores_nothing(vlm, tmp_path, m
     monkeypatch.setattr(LoRA, "loss", real)
     t.train_button.click()  # the next run works
     assert "finished" in t.status.value and len(s.adapters) == 1
+
+
+def test_clip_or_diverge_stops_before_the_update():
+    from mmict_core.train import clip_or_diverge
+
+    w = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(TrainingDiverged, match="step 5"):
+        clip_or_diverge([w], 1.0, torch.tensor(float("nan")), 4)
+    w.grad = torch.tensor([1.0, float("inf"), 0.0])
+    with pytest.raises(TrainingDiverged) as e:
+        clip_or_diverge([w], 1.0, torch.tensor(2.0), 0)
+    assert e.value.what == "gradient" and e.value.step == 1
+    w.grad = torch.tensor([3.0, 4.0, 0.0])
+    assert clip_or_diverge([w], 1.0, torch.tensor(2.0), 0) == pytest.approx(5.0)  # the norm before clipping
+    assert torch.allclose(w.grad, torch.tensor([0.6, 0.8, 0.0]), atol=1e-5)  # clipped to norm 1
+
+
+@pytest.mark.parametrize("stage", ["vision", "induction", "hub", "episodes"])
+def test_every_pretraining_stage_stops_at_a_nonfinite_loss(stage, tmp_path, monkeypatch):
+    """The teaching VLM's pretraining loops stop at step 1 when the loss is NaN: the model holds a
+    NaN (for the M-Hub stage, whose start-up probe cannot read NaN features, its loss is made NaN)."""
+    from mmict_core.teaching import PretrainConfig, hub, pretrain_teaching
+
+    vlm = TeachingVLM.create(seed=0)
+    if stage == "hub":
+        real = hub.hub_losses
+        monkeypatch.setattr(hub, "hub_losses", lambda *a, **k: (lambda r: (r[0] * float("nan"), *r[1:]))(real(*a, **k)))
+    else:
+        with torch.no_grad():  # one NaN in the word embeddings and one in the ViT's patch projection
+            vlm.model.get_input_embeddings().weight[:, 0] = float("nan")
+            next(vlm.model.vision_model.parameters()).view(-1)[0] = float("nan")
+    src = tmp_path / "poisoned"
+    vlm.save(src)
+    steps = dict(vision=dict(vision_steps=2, hub_steps=0, induction_steps=0, steps=1),
+                 hub=dict(vision_steps=0, hub_steps=2, induction_steps=0, steps=1),
+                 induction=dict(vision_steps=0, hub_steps=0, induction_steps=2, steps=1),
+                 episodes=dict(vision_steps=0, hub_steps=0, induction_steps=0, steps=2))[stage]
+    cfg = PretrainConfig(init_from=str(src), batch=2, vision_batch=4, hub_batch=4, eval_every=0, eval_episodes=0,
+                         probe_scenes=30, **steps)
+    with pytest.raises(TrainingDiverged, match="step 1"):
+        pretrain_teaching(tmp_path / "out", cfg, progress=False)

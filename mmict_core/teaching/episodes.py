@@ -19,6 +19,7 @@ from ..backbones.teaching import TeachingVLM
 from ..data import make_episode
 from ..data import shapes as sw
 from ..data.tasks import Binding, episode_rng
+from ..train import clip_or_diverge
 from .config import PretrainConfig
 
 CLIP_TASKS = ("clip-qa", "clip-caption")
@@ -188,7 +189,7 @@ def episode_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, out, progres
                 g["lr"] = cfg.lr * g["scale"] * lr_at(step, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip)
+            clip_or_diverge([p for g in groups for p in g["params"]], cfg.clip, loss, step)
             opt.step()
             ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
             bar.set_postfix(loss=f"{ema:.3f}")

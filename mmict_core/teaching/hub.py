@@ -30,6 +30,7 @@ from ..backbones.teaching import TeachingVLM
 from ..data import Example, make_episode
 from ..data import shapes as sw
 from ..data.tasks import NONSENSE_WORDS
+from ..train import clip_or_diverge
 from .config import HUB_MIX, PretrainConfig
 
 HUB_INDEX_OFFSET = 10_000_000  # episode indices of this stage's items (apart from the episode stage's)
@@ -178,7 +179,7 @@ def hub_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: bool =
             g["lr"] = cfg.hub_lr * warm * 0.5 * (1 + np.cos(np.pi * step / max(1, cfg.hub_steps)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(params, cfg.clip)
+        clip_or_diverge(params, cfg.clip, loss, step)
         opt.step()
         e = lambda old, new: new if old is None else 0.95 * old + 0.05 * new  # noqa: E731
         itg_ema, itm_ema, acc_ema = e(itg_ema, itg.item()), e(itm_ema, itm.item()), e(acc_ema, acc)

@@ -15,6 +15,7 @@ from ..backbones.teaching import TeachingVLM
 from ..data import shapes as sw
 from ..data import vocabulary
 from ..data.tasks import NONSENSE_WORDS
+from ..train import clip_or_diverge
 from .config import PretrainConfig
 
 
@@ -72,7 +73,7 @@ def induction_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: 
             g["lr"] = cfg.induction_lr * warm
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(params, cfg.clip)
+        clip_or_diverge(params, cfg.clip, loss, step)
         opt.step()
         if step % 250 == 0 or step == cfg.induction_steps - 1:
             with torch.no_grad():

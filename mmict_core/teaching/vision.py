@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ..backbones.teaching import TeachingVLM
 from ..data import digits as dg
 from ..data import shapes as sw
+from ..train import clip_or_diverge
 from .config import PretrainConfig
 
 
@@ -122,7 +123,7 @@ def vision_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: boo
             gp["lr"] = lr
         opt.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(params, cfg.clip)
+        clip_or_diverge(params, cfg.clip, loss, step)
         opt.step()
         if step % 50 == 0 or step == cfg.vision_steps - 1:
             acc = {"shape": (sh.argmax(-1) == cl[..., 0]).float().mean().item(),
