@@ -93,13 +93,9 @@ def readme_block(out: Path) -> str:
 
 
 def write_readme(out: Path, readme: Path = Path("README.md"), check: bool = False) -> bool:
-    text = readme.read_text()
-    i, j = text.index(BEGIN) + len(BEGIN), text.index(END)
-    new = text[:i] + "\n" + readme_block(out) + "\n" + text[j:]
-    if check:
-        return new == text
-    readme.write_text(new)
-    return True
+    from mmict_core.evaluate.claims import write_marked_block
+
+    return write_marked_block(readme, BEGIN, END, readme_block(out), check=check)
 
 
 def main() -> None:

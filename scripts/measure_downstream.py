@@ -124,13 +124,9 @@ def readme_block(tasks: list[str], out: Path) -> str:
 
 
 def write_readme(tasks: list[str], out: Path, readme: Path = Path("README.md"), check: bool = False) -> bool:
-    text = readme.read_text()
-    i, j = text.index(BEGIN) + len(BEGIN), text.index(END)
-    new = text[:i] + "\n" + readme_block(tasks, out) + "\n" + text[j:]
-    if check:
-        return new == text
-    readme.write_text(new)
-    return True
+    from mmict_core.evaluate.claims import write_marked_block
+
+    return write_marked_block(readme, BEGIN, END, readme_block(tasks, out), check=check)
 
 
 def main() -> None:

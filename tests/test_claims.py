@@ -39,3 +39,17 @@ def test_verdicts():
     assert chain_verdict([lo_, hi_, noisy]) == "does not hold"
     assert chain_verdict([hi_, noisy, lo_]) == "inconclusive"
     assert math.isfinite(hi_.as_dict()["ci95"][0])
+
+
+def test_write_marked_block(tmp_path):
+    from mmict_core.evaluate.claims import write_marked_block
+
+    f = tmp_path / "R.md"
+    f.write_text("a\n<!-- b -->\nold\n<!-- /b -->\nz\n")
+    assert not write_marked_block(f, "<!-- b -->", "<!-- /b -->", "new", check=True)
+    assert write_marked_block(f, "<!-- b -->", "<!-- /b -->", "new")
+    assert f.read_text() == "a\n<!-- b -->\nnew\n<!-- /b -->\nz\n"
+    assert write_marked_block(f, "<!-- b -->", "<!-- /b -->", "new", check=True)
+    f.write_text("no markers")
+    with pytest.raises(ValueError, match="exactly one block"):
+        write_marked_block(f, "<!-- b -->", "<!-- /b -->", "x")

@@ -87,3 +87,21 @@ def wilson_interval(correct: float, n: int, z: float = 1.959964) -> tuple[float,
     lo = 0.0 if p <= 0 else max(0.0, centre - half)
     hi = 1.0 if p >= 1 else min(1.0, centre + half)
     return lo, hi
+
+
+def write_marked_block(readme, begin: str, end: str, body: str, check: bool = False) -> bool:
+    """Put ``body`` between the marker lines ``begin`` and ``end`` of the file ``readme`` (a claim
+    table generated from its JSON).  ``check``: write nothing, return whether it is already there."""
+    from pathlib import Path
+
+    path = Path(readme)
+    text = path.read_text()
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(end) < text.index(begin):
+        raise ValueError(f"{path.name} must hold exactly one block between {begin!r} and {end!r}")
+    i, j = text.index(begin) + len(begin), text.index(end)
+    new = text[:i] + "\n" + body + "\n" + text[j:]
+    if check:
+        return new == text
+    path.write_text(new)
+    return True
+
