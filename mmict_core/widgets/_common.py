@@ -71,5 +71,20 @@ class Panel:
         self.error = text if kind == "error" else ""
         self.status.value = status_html(text, kind)
 
+    def _on_model(self, fn, *args, **kwargs) -> tuple[bool, object]:
+        """``(True, fn(...))`` run holding the session's backbone; ``(False, None)`` after telling the
+        person why not (busy, or the expected error's message)."""
+        from ..messages import public_message
+
+        with try_lock(self.session.backbone) as ok:
+            if not ok:
+                self._say(BUSY, "busy")
+                return False, None
+            try:
+                return True, fn(*args, **kwargs)
+            except USER_ERRORS as e:
+                self._say(public_message(e), "error")
+                return False, None
+
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

@@ -11,9 +11,8 @@ import plotly.graph_objects as go
 
 from .. import viz
 from ..inspect.virtual_kv import VirtualKVAttention
-from ..messages import public_message
 from ..workbench import Session, attention_adapters, attention_methods
-from ._common import BUSY, USER_ERRORS, Panel, set_figure, try_lock
+from ._common import Panel, set_figure
 from ._figure import FigureView
 
 FIGURE_HEIGHT = 360  # px
@@ -85,15 +84,9 @@ class AttentionExplorer(Panel):
             self._say(f"no adapter with virtual key/value slots ({', '.join(attention_methods())}) in this session: "
                       f"train one (Training panel) or load one", "error")
             return None
-        with try_lock(self.session.backbone) as ok:
-            if not ok:
-                self._say(BUSY, "busy")
-                return None
-            try:
-                att = self.session.attention(self.adapter.value)
-            except USER_ERRORS as e:
-                self._say(public_message(e), "error")
-                return None
+        ok, att = self._on_model(self.session.attention, self.adapter.value)
+        if not ok:
+            return None
         self.attention = att
         L, H, T, n = att.shape
         self.layer.max, self.head.max = L - 1, H - 1

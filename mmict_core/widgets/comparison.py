@@ -10,8 +10,7 @@ import ipywidgets as W
 
 from .. import viz
 from ..workbench import CompareRow, Session
-from ..messages import public_message
-from ._common import BUSY, USER_ERRORS, Panel, try_lock
+from ._common import Panel
 
 _MARK = {True: "✓", False: "✗", None: "?"}
 
@@ -78,15 +77,9 @@ class ComparisonPanel(Panel):
         if not name:
             self._say("choose a library entry to load", "error")
             return None
-        with try_lock(self.session.backbone) as ok:
-            if not ok:
-                self._say(BUSY, "busy")
-                return None
-            try:
-                self.session.load_from_library(name)
-            except USER_ERRORS as e:
-                self._say(public_message(e), "error")
-                return None
+        ok, _ = self._on_model(self.session.load_from_library, name)
+        if not ok:
+            return None
         self.refresh()
         self._say(f"loaded {name}: it is now among the methods", "ok")
         return name
@@ -97,15 +90,9 @@ class ComparisonPanel(Panel):
         if not labels:
             self._say("choose at least one method to compare", "error")
             return []
-        with try_lock(self.session.backbone) as ok:
-            if not ok:
-                self._say(BUSY, "busy")
-                return []
-            try:
-                rows = self.session.compare(labels, max_new_tokens=int(self.max_new_tokens.value) or None)
-            except USER_ERRORS as e:
-                self._say(public_message(e), "error")
-                return []
+        ok, rows = self._on_model(self.session.compare, labels, max_new_tokens=int(self.max_new_tokens.value) or None)
+        if not ok:
+            return []
         self.rows = rows
         self.table.value = rows_table_html(rows)
         s = self.session
