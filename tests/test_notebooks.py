@@ -73,10 +73,21 @@ def kernel_name(tmp_path_factory):
 def run_notebook(name: str, values: dict, kernel: str, workdir: Path, timeout: int = 300) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
-    nb = inject(load(name), values)
+    nb = inject(fill_solutions(load(name)), values)
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(workdir)}})
     client.execute()
     nbformat.write(nb, workdir / f"{name}.out.ipynb")  # left in the temp dir for a look when something is off
+    return nb
+
+
+def fill_solutions(nb) -> nbformat.NotebookNode:
+    """Each exercise cell (tagged 'exercise', ``metadata.exercise`` = its key) gets the worked solution,
+    as a student who solved it would have written it."""
+    from mmict_core.exercises import solution_source
+
+    for c in nb.cells:
+        if "exercise" in c.get("metadata", {}):
+            c.source = solution_source(c.metadata["exercise"])
     return nb
 
 
@@ -122,6 +133,9 @@ def test_notebook_runs(name, kernel_name, tmp_path):
     _, executable, prefix = line.split("|")
     assert executable == sys.executable and prefix == sys.prefix  # the kernel ran this interpreter
     assert all(o.output_type != "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    checks = [ln for ln in text.splitlines() if ln[:2] in ("✓ ", "✗ ", "… ")]
+    n_ex = sum("exercise" in c.get("metadata", {}) for c in nb.cells)
+    assert len(checks) == n_ex and all(ln.startswith("✓") for ln in checks), checks  # the solutions pass
     # no irrelevant library notice (bitsandbytes' 4-bit remote-kernel warning, printed when peft
     # imported it), and no JS bundle in the saved widget state (an executed 03 weighed 25.6 MB)
     saved = nbformat.writes(nb)
