@@ -63,3 +63,22 @@ def test_readme_binding_block_equals_what_the_json_gives():
     assert mod.write_readme(ROOT / "benchmarks" / "results" / "claims" / "binding", ROOT / "README.md", check=True), (
         "README.md's binding-claim block is stale: python scripts/measure_binding_claims.py --readme")
 
+
+
+def test_training_cost_verdicts_against_the_papers_ratio():
+    """HiFICL / MimIC step time against 1/7.5: holds only when even the slowest HiFICL round over the
+    fastest MimIC round is below it; does not hold when the fastest pairing is above it."""
+    spec = importlib.util.spec_from_file_location("measure_binding_claims", ROOT / "scripts" / "measure_binding_claims.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def rows(h, m):  # (min, median) step seconds
+        return {"training": {"rows": [
+            {"method": "hificl", "train_shots": 0, "step_s": {"min": h[0], "median": h[1], "n": 6}},
+            {"method": "mimic", "train_shots": 4, "step_s": {"min": m[0], "median": m[1], "n": 6}}]}, "meta": {}}
+
+    assert "**holds**" in mod.training_cost_verdicts(rows((0.010, 0.010), (0.100, 0.100)))[0]  # 0.10 < 0.133
+    assert "**does not hold**" in mod.training_cost_verdicts(rows((0.030, 0.033), (0.090, 0.100)))[0]  # 0.30
+    assert "**inconclusive**" in mod.training_cost_verdicts(rows((0.012, 0.013), (0.090, 0.100)))[0]  # 0.12..0.144
+    line = mod.training_cost_verdicts(rows((0.010, 0.010), (0.100, 0.100)))[0]
+    assert "time ratio 0.100" in line and "(its default)" in line
