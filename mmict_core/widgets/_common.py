@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import io
 import threading
-import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
