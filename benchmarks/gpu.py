@@ -12,6 +12,7 @@ as JSON (+ a markdown summary) after every section, so a run cut short keeps wha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -160,7 +161,8 @@ def _random_input(bb, T: int, seed: int):
     """Random LM-space embeddings of T positions (the scale of the input embeddings), mask and positions."""
     emb = bb.language_model.get_input_embeddings().weight
     g = torch.Generator(device=emb.device).manual_seed(seed)
-    x = torch.randn(1, T, emb.shape[1], device=emb.device, dtype=emb.dtype, generator=g) * emb.float().std().to(emb.dtype)
+    scale = emb[:1024].float().std().to(emb.dtype)  # a slice: the full fp32 copy of a 152k x 4096 table is 2.5 GB
+    x = torch.randn(1, T, emb.shape[1], device=emb.device, dtype=emb.dtype, generator=g) * scale
     mask = torch.ones(1, T, dtype=torch.long, device=emb.device)
     return x, mask, torch.arange(T, device=emb.device)[None]
 
@@ -185,27 +187,27 @@ def _context(method, name: str):
 def measure_lm(bb, s: GpuSettings, methods: dict, dev) -> dict:
     """Prefill tokens/s at each context (bare and with each adapter attached; LoRA merged) and decode tokens/s."""
     rows = []
+    inputs = {T: _random_input(bb, T, s.seed) for T in s.contexts}
+    configs = [("bare", contextlib.nullcontext)] + [(DISPLAY[n], _context(m, n)) for n, m in methods.items()]
     with torch.no_grad():
-        for T in s.contexts:
-            x, mask, pos = _random_input(bb, T, s.seed)
-            for label, ctx in [("bare", None)] + [(DISPLAY[n], _context(m, n)) for n, m in methods.items()]:
-                base = _reset_peak(dev)
-                try:
-                    if ctx is None:
+        for label, ctx in configs:
+            with ctx():  # attached / merged once per configuration (merging 4-bit LoRA re-quantises)
+                for T, (x, mask, pos) in inputs.items():
+                    base = _reset_peak(dev)
+                    try:
                         t = repeat(lambda: _prefill(bb, x, mask, pos), dev, s.prefill_rounds)
-                    else:
-                        with ctx():
-                            t = repeat(lambda: _prefill(bb, x, mask, pos), dev, s.prefill_rounds)
-                except torch.cuda.OutOfMemoryError:
-                    rows.append({"context": T, "config": label, "error": "out of GPU memory"})
-                    torch.cuda.empty_cache()
-                    continue
-                peak = _peak(dev)
-                rows.append({"context": T, "config": label, "prefill_s": t, "tokens_per_s": T / t["median"],
-                             "peak_bytes": peak, "peak_delta_bytes": None if peak is None else peak - base})
+                    except torch.cuda.OutOfMemoryError:
+                        rows.append({"context": T, "config": label, "error": "out of GPU memory"})
+                        torch.cuda.empty_cache()
+                        continue
+                    peak = _peak(dev)
+                    rows.append({"context": T, "config": label, "prefill_s": t, "tokens_per_s": T / t["median"],
+                                 "peak_bytes": peak, "peak_delta_bytes": None if peak is None else peak - base})
+        rows.sort(key=lambda r: r["context"])  # stable: bare first within each context
         for r in rows:
             ref = next((b for b in rows if b["config"] == "bare" and b["context"] == r["context"] and "prefill_s" in b), None)
             r["ratio_to_bare"] = ratio(r.get("prefill_s", {}).get("median"), ref and ref["prefill_s"]["median"])
+        del inputs
         x, mask, pos = _random_input(bb, s.decode_context, s.seed)
         n = s.decode_tokens
         both = repeat(lambda: decode_fixed(bb, x, mask, pos, n + 1), dev, s.prefill_rounds)
@@ -302,12 +304,13 @@ def measure_training(bb, s: GpuSettings, dev, budget: Budget) -> list[dict]:
     return rows
 
 
-def measure_model(name: str, s: GpuSettings, budget: Budget, save) -> dict:
+def measure_model(name: str, s: GpuSettings, budget: Budget, save, res: dict) -> dict:
+    """Build model ``name`` and run its sections, filling ``res`` in place (``save()`` after each section)."""
     from .backbone import weight_bytes
     from .realsize import build_4bit, count_parameters, meta_model
 
     dev, dtype = torch.device(s.device), getattr(torch, s.dtype)
-    res = {"model": name, "notes": []}
+    res.update(model=name, notes=[])
     if not budget.allow(f"{name}: build", s.need_s["build"]):
         res["skipped"] = True
         return res
@@ -435,8 +438,10 @@ def markdown(report: dict) -> str:
           f"{g['detail']} |" for g in gl]
     for res in report["models"]:
         L += ["", f"## {res['model']}", ""]
-        if res.get("skipped"):
-            L.append("skipped (time budget)")
+        if res.get("error"):
+            L += [f"failed: `{res['error']}`", ""]
+        if res.get("skipped") or "parameters" not in res:
+            L.append("skipped (time budget)" if res.get("skipped") else "not measured")
             continue
         L.append(f"{_count(res['parameters'])} parameters ({_count(res['lm_parameters'])} in the LM), "
                  f"{res['image_tokens']} image tokens per image; built in {res['build_s']:.1f} s; LM weights "
@@ -458,7 +463,7 @@ def markdown(report: dict) -> str:
             L += [f"| {r['label']} | {_ms(_med(r, 'step_s')) if 'step_s' in r else r.get('error', 'skipped')} | "
                   f"{fmt_bytes(r.get('peak_bytes'))} | {r.get('trainable', 'n/a')} |" for r in res["training"]]
         L += [f"- {n}" for n in res.get("notes", [])]
-    L += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    L += ["", "## Notes", ""] + [f"- {n}" for n in report.get("skipped", []) + report["notes"]]
     return "\n".join(L) + "\n"
 
 
@@ -493,10 +498,12 @@ def run(s: GpuSettings, out: Path) -> list[Goal]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"gpu_{s.scale}.json"
 
-    def save():
+    def save():  # after every section: a run cut short keeps its numbers, goals and summary
         report["seconds"] = budget.used()
         report["skipped"] = list(budget.skipped)
+        report["goals"] = [g.as_dict() for res in report["models"] for g in goals(res, s)]
         path.write_text(json.dumps(report, indent=1, default=str))
+        path.with_suffix(".md").write_text(markdown(report))
 
     torch.manual_seed(s.seed)
     with _quiet():
@@ -504,17 +511,15 @@ def run(s: GpuSettings, out: Path) -> list[Goal]:
             res = {"model": name}
             report["models"].append(res)
             try:
-                res.update(measure_model(name, s, budget, save))
+                measure_model(name, s, budget, save, res)
             except Exception as exc:  # noqa: BLE001 -- one model's failure must not lose the other's numbers
                 import traceback
                 res["error"] = f"{type(exc).__name__}: {exc}"
                 res["traceback"] = traceback.format_exc(limit=8)
                 print(f"[gpu bench] {name} failed: {res['error']}", flush=True)
             save()
-    goal_list = [g for res in report["models"] for g in goals(res, s)]
-    report["goals"] = [g.as_dict() for g in goal_list]
     save()
-    (out / f"gpu_{s.scale}.md").write_text(markdown(report))
+    goal_list = [g for res in report["models"] for g in goals(res, s)]
     for g in goal_list:
         print(g.line())
     print(f"[gpu bench] {budget.used():.0f} s; wrote {path} and {path.with_suffix('.md')}")

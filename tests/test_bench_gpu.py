@@ -118,3 +118,14 @@ def test_tiny_run_parameter_counts(tiny_run, tok):
         assert full + quantised // 2 < m["lm_weight_bytes"] < full + quantised // 2 + quantised // 16 + 7 * L * 4096
         assert m["fp16_lm_bytes"] == 2 * m["lm_parameters"]
         assert m["lm_vs_fp16"] == pytest.approx(m["lm_weight_bytes"] / m["fp16_lm_bytes"])
+
+
+def test_budget_spent_skips_with_notes_and_fails_goals(tmp_path):
+    s = gpu.tiny_settings(budget_s=0.0, need_s={"build": 1, "lm": 1, "queries": 1, "training": 1})
+    goals = gpu.run(s, tmp_path)
+    rep = json.loads((tmp_path / "gpu_tiny.json").read_text())
+    assert all(m.get("skipped") for m in rep["models"])
+    assert len(rep["skipped"]) == len(s.models) and all("skipped" in n for n in rep["skipped"])
+    assert len(goals) == 8 * len(s.models) and not any(g.passed for g in goals)  # never measured: FAIL
+    assert all(g["value"] is None for g in rep["goals"])
+    assert "skipped (time budget)" in (tmp_path / "gpu_tiny.md").read_text()
