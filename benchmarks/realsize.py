@@ -18,6 +18,7 @@ precision is what :mod:`mmict_core.backbones.quant` keeps there: vision tower, c
 from __future__ import annotations
 
 import copy
+import re
 
 import torch
 from torch import nn
@@ -203,6 +204,47 @@ def materialise(model: nn.Module, device, dtype, seed: int = 0) -> int:
     return touched
 
 
+def _reduced_config(config, tok):
+    """``config`` one layer deep and narrow where no buffer depends on it (MLP widths, vocabulary), same
+    head sizes, rotary settings and image / patch sizes: the buffers of its model equal the full model's."""
+    small = copy.deepcopy(config)
+    text, vision = small.get_text_config(), small.vision_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    text.head_dim = head_dim  # one head of the same size: the rotary buffers keep their shape and values
+    text.hidden_size, text.num_attention_heads, text.num_key_value_heads = head_dim, 1, 1
+    text.num_hidden_layers, text.intermediate_size = 1, 64
+    text.vocab_size = len(tok) + (-len(tok) % 64)
+    # the vision tower's buffers (position ids) depend on image and patch size only
+    vision.num_hidden_layers, vision.intermediate_size, vision.hidden_size, vision.num_attention_heads = 1, 64, 32, 1
+    if getattr(small, "perceiver_config", None) is not None:
+        small.perceiver_config.resampler_depth = 1
+        small.perceiver_config.hidden_size = head_dim
+    return small
+
+
+def reference_buffers(config, tok) -> dict[str, torch.Tensor]:
+    """Every buffer (rotary ``inv_freq``, position ids, ...) as the class's own constructor computes it, from an
+    eager CPU build of :func:`_reduced_config`; per-layer names are given as layer 0's."""
+    from mmict_core.backbones.loading import model_class_for
+
+    small = model_class_for(config)(_reduced_config(config, tok))
+    return {re.sub(r"\.layers\.\d+\.", ".layers.0.", n): b for n, b in small.named_buffers()}
+
+
+def copy_buffers(model: nn.Module, reference: dict[str, torch.Tensor]) -> int:
+    """Overwrite each buffer of ``model`` with its ``reference`` (same name, layer 0's for per-layer ones);
+    ValueError for a buffer without one or of another shape.  Returns how many were copied."""
+    n = 0
+    for name, b in model.named_buffers():
+        ref = reference.get(re.sub(r"\.layers\.\d+\.", ".layers.0.", name))
+        if ref is None or ref.shape != b.shape:
+            raise ValueError(f"no reference for buffer {name} {tuple(b.shape)}")
+        with torch.no_grad():
+            b.copy_(ref.to(b.dtype))
+        n += 1
+    return n
+
+
 def build_4bit(name: str, scale: str = "full", device: str | torch.device = "cuda", dtype: torch.dtype = torch.float16,
                seed: int = 0):
     """(backbone adapter of the real class, shape dict): the random-weight ``name`` model at ``scale``, its
@@ -218,6 +260,7 @@ def build_4bit(name: str, scale: str = "full", device: str | torch.device = "cud
     model = meta_model(config)
     quantise_decoder(model, device, dtype, seed)
     materialise(model, device, dtype, seed)
+    copy_buffers(model, reference_buffers(config, tok))  # not left to _init_weights (whose coverage varies by version)
     model.requires_grad_(False)
     keep_4bit_trainable(model)
     adapter = adapter_for(config)

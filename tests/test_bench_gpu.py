@@ -50,6 +50,22 @@ def test_full_size_configs_match_published_sizes(tok, name, lo, hi):
 
 
 @pytest.mark.parametrize("name", list(realsize.SHAPES))
+def test_full_size_buffers_come_from_a_reduced_eager_build(tok, name):
+    sh = realsize.shape(name, "full", tok)
+    config = realsize.make_config(sh, tok)
+    ref = realsize.reference_buffers(config, tok)
+    full = dict(realsize.meta_model(config).named_buffers())
+    assert set(full) == set(ref) and all(full[n].shape == ref[n].shape for n in full)
+    d, theta = 4096 // 32, sh["text"]["rope_theta"]  # head size 128; RoPE: theta^(-2i/d)
+    expected = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    inv = [b for n, b in ref.items() if n.endswith("rotary_emb.inv_freq")]
+    assert len(inv) == 1 and torch.allclose(inv[0].double(), expected, rtol=1e-6)
+    for n, b in ref.items():
+        if n.endswith("position_ids"):  # SigLIP at 384 px, patch 14: 729 positions
+            assert torch.equal(b, torch.arange(729)[None])
+
+
+@pytest.mark.parametrize("name", list(realsize.SHAPES))
 def test_tiny_build_is_the_real_class_in_4bit(tok, name):
     import bitsandbytes as bnb
 
