@@ -112,6 +112,28 @@ def _peak(device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device))
 
 
+def _free(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def attempt(fn, device: torch.device):
+    """(fn(), None), or (None, what went wrong: 'out of GPU memory' or the exception), memory released
+    afterwards -- one configuration's failure must not lose the others' numbers."""
+    try:
+        return fn(), None
+    except torch.cuda.OutOfMemoryError:
+        err = "out of GPU memory"
+    except Exception as exc:  # noqa: BLE001
+        err = f"{type(exc).__name__}: {exc}"
+    print(f"[gpu bench] failed: {err}", flush=True)
+    _free(device)  # after the except block: the failed call's frames (and tensors) are gone
+    return None, err
+
+
 def timed(fn, device: torch.device) -> float:
     _sync(device)
     t0 = time.perf_counter()
@@ -188,18 +210,19 @@ def measure_lm(bb, s: GpuSettings, methods: dict, dev) -> dict:
     configs = [("bare", contextlib.nullcontext)] + [(DISPLAY[n], _context(m, n)) for n, m in methods.items()]
     with torch.no_grad():
         for label, ctx in configs:
-            with ctx():  # attached / merged once per configuration (merging 4-bit LoRA re-quantises)
-                for T, (x, mask, pos) in inputs.items():
-                    base = _reset_peak(dev)
-                    try:
+            def body(label=label, ctx=ctx) -> list[dict]:
+                out = []
+                with ctx():  # attached / merged once per configuration (merging 4-bit LoRA re-quantises)
+                    for T, (x, mask, pos) in inputs.items():
+                        base = _reset_peak(dev)
                         t = repeat(lambda: _prefill(bb, x, mask, pos), dev, s.prefill_rounds)
-                    except torch.cuda.OutOfMemoryError:
-                        rows.append({"context": T, "config": label, "error": "out of GPU memory"})
-                        torch.cuda.empty_cache()
-                        continue
-                    peak = _peak(dev)
-                    rows.append({"context": T, "config": label, "prefill_s": t, "tokens_per_s": T / t["median"],
-                                 "peak_bytes": peak, "peak_delta_bytes": None if peak is None else peak - base})
+                        peak = _peak(dev)
+                        out.append({"context": T, "config": label, "prefill_s": t, "tokens_per_s": T / t["median"],
+                                    "peak_bytes": peak, "peak_delta_bytes": None if peak is None else peak - base})
+                return out
+
+            got, err = attempt(body, dev)
+            rows += got if err is None else [{"context": T, "config": label, "error": err} for T in s.contexts]
         rows.sort(key=lambda r: r["context"])  # stable: bare first within each context
         for r in rows:
             ref = next((b for b in rows if b["config"] == "bare" and b["context"] == r["context"] and "prefill_s" in b), None)
@@ -237,12 +260,14 @@ def measure_queries(bb, s: GpuSettings, methods: dict, dev) -> list[dict]:
             decode_fixed(bb, batch.inputs_embeds, batch.attention_mask, bb.position_ids(batch), s.new_tokens)
 
         base = _reset_peak(dev)
-        try:
+
+        def timed_queries(ctx=ctx, run=run):
             with torch.no_grad(), ctx():
-                t = repeat(run, dev, s.query_rounds)
-        except torch.cuda.OutOfMemoryError:
-            rows.append({"label": label, "kind": kind, "shots": k, "error": "out of GPU memory"})
-            torch.cuda.empty_cache()
+                return repeat(run, dev, s.query_rounds)
+
+        t, err = attempt(timed_queries, dev)
+        if err is not None:
+            rows.append({"label": label, "kind": kind, "shots": k, "error": err})
             continue
         peak = _peak(dev)
         rows.append({"label": label, "kind": kind, "shots": k, "lm_tokens": state["tokens"], "query_s": t,
@@ -284,20 +309,18 @@ def measure_training(bb, s: GpuSettings, dev, budget: Budget) -> list[dict]:
             opt.step()
 
         base = _reset_peak(dev)
-        try:
-            t = repeat(step, dev, s.train_rounds)
-        except torch.cuda.OutOfMemoryError:
-            rows.append({"label": label, "method": name, "error": "out of GPU memory"})
+        t, err = attempt(lambda: repeat(step, dev, s.train_rounds), dev)
+        if err is not None:
+            rows.append({"label": label, "method": name, "train_shots": over.get("train_shots"), "error": err})
             del m, opt
-            torch.cuda.empty_cache()
+            _free(dev)
             continue
         peak = _peak(dev)
         rows.append({"label": label, "method": name, "train_shots": int(m.config.train_shots), "step_s": t,
                      "peak_bytes": peak, "peak_delta_bytes": None if peak is None else peak - base,
                      "trainable": int(m.num_trainable())})
         del m, opt
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+        _free(dev)
     return rows
 
 
@@ -340,8 +363,7 @@ def measure_model(name: str, s: GpuSettings, budget: Budget, save, res: dict) ->
         save()
     res["peak_bytes"] = max_peak(res)  # the highest of every section's peak (the counter is reset per section)
     del methods, bb
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
+    _free(dev)
     return res
 
 

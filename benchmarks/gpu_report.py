@@ -106,13 +106,13 @@ def markdown(report: dict) -> str:
         lm = res.get("lm")
         if lm:
             L += ["", "| context | config | prefill tokens/s | x bare | peak memory |", "|---|---|---|---|---|"]
-            L += [f"| {r['context']} | {r['config']} | {_num(r.get('tokens_per_s'))} | {fmt_ratio(r.get('ratio_to_bare'))} | "
+            L += [f"| {r['context']} | {r['config']} | {_num(r.get('tokens_per_s')) if 'prefill_s' in r else r.get('error', 'n/a')} | {fmt_ratio(r.get('ratio_to_bare'))} | "
                   f"{fmt_bytes(r.get('peak_bytes'))} |" for r in lm["prefill"]]
             L += ["", f"Decode: {_num(lm['decode']['tokens_per_s'])} tokens/s after a "
                       f"{lm['decode']['context']}-token prefix."]
         if res.get("queries"):
             L += ["", "| query | LM tokens | latency ms (median) | x 0-shot | peak memory |", "|---|---|---|---|---|"]
-            L += [f"| {r['label']} | {r.get('lm_tokens')} | {_ms(_med(r, 'query_s'))} | "
+            L += [f"| {r['label']} | {r.get('lm_tokens')} | {_ms(_med(r, 'query_s')) if 'query_s' in r else r.get('error', 'n/a')} | "
                   f"{fmt_ratio(r.get('ratio_to_0shot'))} | {fmt_bytes(r.get('peak_bytes'))} |" for r in res["queries"]]
         if res.get("training"):
             L += ["", "| training step | time ms (median) | peak memory | trainable |", "|---|---|---|---|"]

@@ -102,6 +102,8 @@ def test_tiny_run_json_structure(tiny_run):
     assert [m["model"] for m in rep["models"]] == list(s.models)
     for m in rep["models"]:
         assert "error" not in m, m.get("traceback")
+        failed = [r for sec in (m["lm"]["prefill"], m["queries"], m["training"]) for r in sec if "error" in r]
+        assert not failed, failed
         assert [r["context"] for r in m["lm"]["prefill"]] == [c for c in s.contexts for _ in range(1 + len(gpu.ADAPTERS))]
         assert all(r["tokens_per_s"] > 0 for r in m["lm"]["prefill"])
         assert m["lm"]["decode"]["tokens"] == s.decode_tokens
