@@ -87,6 +87,9 @@ def markdown(report: dict) -> str:
          f"torch {env['torch']} (CUDA {env['cuda']}), transformers {env['transformers']}, bitsandbytes "
          f"{env['bitsandbytes']}; {env['date']}; {report.get('seconds', 0):.0f} s of a "
          f"{report['settings']['budget_s']:.0f} s budget.", ""]
+    if report["settings"]["scale"] != "full":
+        L += ["**Tiny scale (toy sizes of the same classes): a check that the code runs; its timings and ratios say "
+              "nothing about the real sizes.**", ""]
     gl = report.get("goals", [])
     L += [f"## Goals ({sum(g['passed'] for g in gl)}/{len(gl)} PASS)", "", "| status | goal | value | target | detail |",
           "|---|---|---|---|---|"]
@@ -132,6 +135,8 @@ NOTES = [
     "Per-query latency = the method's assembly (image encoding + embedding) + prefill + exactly new_tokens greedy "
     "tokens with the KV cache, batch 1; one warm-up call, then query_rounds timed calls per configuration, one "
     "configuration after the other (attaching / merging LoRA done once, outside the timings); cuda synchronised.",
+    "ICL has no training step: its cost is the 'ICL 8-shot' per-query row (latency, peak memory), 8 demos with "
+    "the model's own image-token count per image (Idefics2 64, LLaVA-Interleave 729).",
     "Prefill = one causal-LM forward on random LM-space embeddings (logits of the last position only), batch 1.",
     "Decode tokens/s = decode_tokens / (time of prefill + decode_tokens more tokens - time of the prefill alone).",
     "Training step = the method's loss (MimIC: its k-shot teacher forward included) + backward + gradient clipping + "
@@ -139,5 +144,5 @@ NOTES = [
     "Peak memory = torch.cuda.max_memory_allocated after a reset at the start of each measurement (the model's "
     "weights included); peak_delta_bytes = that minus what was allocated at the reset. Not measured on CPU.",
     "LM weights = the decoder (get_decoder(): embeddings, layers, final norm) as stored, quantisation statistics "
-    "included; fp16 = 2 B per LM parameter. The embedding table stays 16-bit, as bitsandbytes leaves it.",
+    "included; fp16 = 2 B per LM parameter. The embedding table stays in the run's dtype, as bitsandbytes leaves it.",
 ]
