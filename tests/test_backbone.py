@@ -158,3 +158,25 @@ def test_quantised_loading(vlm, saved, quant):
         assert (got - ref).abs().max().item() < 0.1 * ref.std().item()
     assert not torch.equal(ref, fp32)  # the weights really were quantised
     assert isinstance(q.generate([ep], max_new_tokens=3)[0], str)
+
+
+def test_memory_by_dtype_counts_bytes_by_dtype():
+    from mmict_core.backbones.quant import memory_by_dtype
+
+    m = nn.Sequential(nn.Linear(3, 4), nn.Embedding(10, 2).half(), nn.BatchNorm1d(5))
+    # hand count: Linear (4*3 + 4) fp32, BatchNorm weight/bias/running mean/var 4 * 5 fp32; Embedding 20 fp16;
+    # BatchNorm's num_batches_tracked: one int64
+    assert memory_by_dtype(m) == {torch.float32: (16 + 20) * 4, torch.float16: 20 * 2, torch.int64: 8}
+    shared = nn.Linear(2, 2)
+    assert memory_by_dtype(nn.Sequential(shared, shared)) == {torch.float32: 6 * 4}  # a shared layer counted once
+
+
+@pytest.mark.parametrize("quant", ["none", "8bit", "4bit"])
+def test_memory_by_dtype_sums_to_transformers_footprint(saved, quant):
+    from mmict_core.backbones.quant import memory_by_dtype
+
+    q = TeachingVLM.load(saved, quant=quant)
+    by = memory_by_dtype(q.model)
+    assert sum(by.values()) == q.model.get_memory_footprint()
+    expected = {"none": torch.float32, "8bit": torch.int8, "4bit": torch.uint8}[quant]  # the LM linears' storage
+    assert expected in by

@@ -107,6 +107,23 @@ def test_accuracy_vs_shots():
     assert not accuracy_vs_shots(results).layout.shapes  # no chance line unless asked
 
 
+def test_accuracy_vs_shots_per_task_chance_hover_and_error_bars():
+    results = {"binding": {0: 0.03, 4: 0.98}, "format": {0: 0.0, 4: 0.96}, "operator": {0: 0.36, 4: 0.9}}
+    fig = accuracy_vs_shots(results, chance={"binding": 0.5, "format": 0.5, "operator": 0.1})
+    lines = sorted((s.y0, s.line.dash) for s in fig.layout.shapes if s.type == "line")
+    assert lines == [(0.1, "dash"), (0.5, "dash")]  # one line per distinct level
+    notes = sorted(a.text for a in fig.layout.annotations)
+    assert notes == ["chance binding, format 0.5", "chance operator 0.1"]
+    assert "accuracy %{y:.3f}" in fig.data[0].hovertemplate
+    tok = accuracy_vs_shots({"binding": {0: 196, 4: 320}}, value="LM tokens", fmt=".0f")
+    assert "LM tokens %{y:.0f}" in tok.data[0].hovertemplate and "accuracy" not in tok.data[0].hovertemplate
+    assert tok.layout.yaxis.title.text == "LM tokens"
+    err = accuracy_vs_shots({"a": {0: 0.5, 4: 0.8}}, errors={"a": {0: (0.4, 0.7), 4: (0.8, 0.9)}})
+    e = err.data[0].error_y
+    assert list(e.array) == pytest.approx([0.2, 0.1]) and list(e.arrayminus) == pytest.approx([0.1, 0.0])
+    assert accuracy_vs_shots(results).data[0].error_y.array is None  # no bars unless asked
+
+
 # ---------------------------------------------------------------- attention
 
 # A hand-built episode: BOS, demo 0 (prompt, 3 image tokens, answer), query 1 (2 images tokens, prompt).

@@ -72,3 +72,13 @@ def import_bitsandbytes_quietly() -> bool:
     finally:
         log.setLevel(old)
     return True
+
+
+def memory_by_dtype(module: torch.nn.Module) -> dict[torch.dtype, int]:
+    """Bytes of ``module``'s parameters and buffers, by dtype (each tensor counted once, shared ones
+    too): ``numel * element_size``.  Over a transformers model the values sum to its
+    ``get_memory_footprint()``; a 4-bit layer's packed weight shows as uint8 (two weights a byte)."""
+    out: dict[torch.dtype, int] = {}
+    for t in list(module.parameters()) + list(module.buffers()):
+        out[t.dtype] = out.get(t.dtype, 0) + t.numel() * t.element_size()
+    return out

@@ -56,6 +56,8 @@ def _get(key: str) -> Exercise:
 def _short(x: Any, n: int = 160) -> str:
     if isinstance(x, torch.Tensor):
         s = f"tensor of shape {tuple(x.shape)}" + (f": {x.flatten()[:6].tolist()}..." if x.numel() else "")
+    elif isinstance(x, tuple) and any(isinstance(v, torch.Tensor) for v in x):  # e.g. (q, scale)
+        return "(" + ", ".join(_short(v, n) for v in x) + ")"
     else:
         s = repr(x)
     return s if len(s) <= n else s[: n - 3] + "..."

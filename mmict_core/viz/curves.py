@@ -46,20 +46,38 @@ def loss_curve(losses: Sequence[float], *, title: str = "training loss", smoothi
     return fig
 
 
-def accuracy_vs_shots(results: Mapping[str, Mapping[int, float]], *, chance: float | None = None,
-                      title: str = "accuracy vs. number of shots") -> go.Figure:
-    """One line per series label: x = shots (sorted), y = accuracy.
+def accuracy_vs_shots(results: Mapping[str, Mapping[int, float]], *,
+                      chance: float | Mapping[str, float] | None = None,
+                      title: str = "accuracy vs. number of shots", value: str = "accuracy", fmt: str = ".3f",
+                      errors: Mapping[str, Mapping[int, tuple[float, float]]] | None = None) -> go.Figure:
+    """One line per series label: x = shots (sorted), y = ``value`` (default accuracy).
 
-    results: ``{label: {shots: accuracy}}``; ``chance``: a dashed horizontal line at that accuracy."""
+    results: ``{label: {shots: y}}``; ``chance``: a dashed horizontal line at that accuracy, or
+    ``{label: chance}`` for one dashed line per distinct level, annotated with the labels it serves;
+    ``value`` / ``fmt``: the y axis title and the hover's name and number format (``".0f"`` for
+    tokens); ``errors``: ``{label: {shots: (lo, hi)}}`` drawn as asymmetric error bars (e.g. a 95%
+    interval, or the min..max of repeated timings)."""
     fig = go.Figure()
     for label, by_shots in results.items():
         shots = sorted(by_shots)
-        fig.add_trace(go.Scatter(x=shots, y=[float(by_shots[k]) for k in shots], mode="lines+markers",
-                                 name=str(label),
-                                 hovertemplate="%{fullData.name}<br>%{x} shots<br>accuracy %{y:.4f}<extra></extra>"))
-    if chance is not None:
+        y = [float(by_shots[k]) for k in shots]  # (n_shots,)
+        err = None
+        if errors and label in errors:
+            lo_hi = [errors[label].get(k, (v, v)) for k, v in zip(shots, y)]
+            err = dict(type="data", symmetric=False, array=[max(hi - v, 0.0) for (_, hi), v in zip(lo_hi, y)],
+                       arrayminus=[max(v - lo, 0.0) for (lo, _), v in zip(lo_hi, y)])
+        fig.add_trace(go.Scatter(x=shots, y=y, mode="lines+markers", name=str(label), error_y=err,
+                                 hovertemplate=f"%{{fullData.name}}<br>%{{x}} shots<br>{value} %{{y:{fmt}}}<extra></extra>"))
+    if isinstance(chance, Mapping):
+        levels: dict[float, list[str]] = {}
+        for label, c in chance.items():
+            levels.setdefault(round(float(c), 6), []).append(str(label))
+        for c, labels in levels.items():
+            fig.add_hline(y=c, line_dash="dash", line_color="grey",
+                          annotation_text=f"chance {', '.join(labels)} {c:g}", annotation_position="bottom right")
+    elif chance is not None:
         fig.add_hline(y=float(chance), line_dash="dash", line_color="grey",
                       annotation_text=f"chance {chance:g}", annotation_position="bottom right")
-    fig.update_layout(title=title, xaxis_title="shots", yaxis_title="accuracy", template="plotly_white")
+    fig.update_layout(title=title, xaxis_title="shots", yaxis_title=value, template="plotly_white")
     fig.update_xaxes(tickmode="array", tickvals=sorted({k for r in results.values() for k in r}))
     return fig

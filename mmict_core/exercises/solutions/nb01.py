@@ -13,3 +13,17 @@ def wilson(correct, n):
     lo = 0.0 if p == 0 else centre - half
     hi = 1.0 if p == 1 else centre + half
     return lo, hi
+
+
+def accuracy_by_shots(generate, task, shots, episodes, seed):
+    from mmict_core.data import get_task, make_episode
+    from mmict_core.evaluate.exact_match import exact_match
+
+    t = get_task(task)
+    acc = {}
+    for k in shots:
+        # the SAME held-out queries at every k: episode i depends on (seed, split, index), never on k
+        eps = [make_episode(t, k, seed=seed, index=i, split="test") for i in range(episodes)]
+        answers = generate(eps, max_new_tokens=t.max_new_tokens)
+        acc[k] = sum(exact_match(a, ep.query.answers) for a, ep in zip(answers, eps)) / episodes
+    return acc
