@@ -53,3 +53,25 @@ def test_write_marked_block(tmp_path):
     f.write_text("no markers")
     with pytest.raises(ValueError, match="exactly one block"):
         write_marked_block(f, "<!-- b -->", "<!-- /b -->", "x")
+
+
+def test_seed_accuracies_read_the_committed_runs(tmp_path):
+    import json
+
+    from mmict_core.evaluate.claims import CLAIMS_DIR, seed_accuracies
+
+    # two formats: one accuracy per run (binding), or a list of results per shot count (downstream)
+    for seed, acc in ((10, 0.5), (2, 0.25)):
+        (tmp_path / f"t.m.seed{seed}.json").write_text(json.dumps({"accuracy": acc}))
+    (tmp_path / "t.icl.seed0.json").write_text(json.dumps({"results": [{"shots": 0, "accuracy": 0.1},
+                                                                        {"shots": 4, "accuracy": 0.7}]}))
+    assert seed_accuracies("t.m", tmp_path) == [0.25, 0.5]  # seed order, not string order
+    assert seed_accuracies("t.icl", tmp_path) == [0.1] and seed_accuracies("t.icl", tmp_path, shots=4) == [0.7]
+    with pytest.raises(FileNotFoundError, match="no claim runs"):
+        seed_accuracies("t.none", tmp_path)
+    with pytest.raises(ValueError, match="8 shots"):
+        seed_accuracies("t.icl", tmp_path, shots=8)
+    # the committed files: the README's numbers come from these (plain json here as the reference)
+    want = [json.loads((CLAIMS_DIR / "downstream" / f"ft-caption.mmict.seed{i}.json").read_text())["results"][0]["accuracy"]
+            for i in range(3)]
+    assert seed_accuracies("downstream/ft-caption.mmict") == want

@@ -25,7 +25,7 @@ CELLS = [
     f"from mmict_core.widgets import FigureView\nFigureView(go.Figure(go.Scatter(y=[{IN_PANEL}, 1]))).widget",
 ]
 # the notebooks that show figures with fig.show() set the renderer first
-SHOWING = ["01_icl", "04_m2iv_vlibrary", "05_quantisation"]
+SHOWING = ["01_icl", "02_mmict", "04_m2iv_vlibrary", "05_quantisation"]
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,33 @@ def test_loss_curve_raw_and_ema(smoothing):
     assert raw.opacity < 1 and raw.line.width < smooth.line.width  # raw: thin and translucent
 
 
+def test_loss_curves_keep_every_run():
+    runs = {"a": [3.0, 2.0, 1.0], "b": [5.0, 4.0], "c": [1.0]}
+    fig = viz.loss_curves(runs, smoothing=0.5)
+    legend = [t for t in fig.data if t.showlegend is not False]
+    assert [t.name for t in legend] == ["a", "b", "c"]  # one named curve per run, none overwritten
+    for t, (label, y) in zip(legend, runs.items()):
+        np.testing.assert_allclose(t.y, hand_ema(y, 0.5), rtol=0, atol=1e-12)
+        assert list(t.x) == list(range(1, len(y) + 1))
+    raw = [t for t in fig.data if t.showlegend is False]
+    assert [list(t.y) for t in raw] == list(runs.values())
+    assert len({t.line.color for t in legend}) == 3
+
+
+def test_accuracy_intervals_bars_and_error_bars():
+    res = {"ft-vqa": {"a": (0.5, 0.4, 0.7), "b": (0.9, 0.85, 0.95)}, "ft-caption": {"a": (0.1, 0.05, 0.2)}}
+    fig = viz.accuracy_intervals(res, chance={"ft-vqa": 0.0, "ft-caption": 0.25})
+    a, b = fig.data
+    assert list(a.x) == ["ft-vqa", "ft-caption"] and list(b.x) == ["ft-vqa"]
+    np.testing.assert_allclose(a.y, [0.5, 0.1])
+    np.testing.assert_allclose(a.error_y.array, [0.2, 0.1])  # hi - acc
+    np.testing.assert_allclose(a.error_y.arrayminus, [0.1, 0.05])  # acc - lo
+    lines = [s for s in fig.layout.shapes if s.line.dash == "dash"]
+    assert sorted(s.y0 for s in lines) == [0.0, 0.25]  # one chance line per task
+    one = viz.accuracy_intervals(res, chance=0.5)
+    assert [s.y0 for s in one.layout.shapes] == [0.5]
+
+
 def test_ema_actually_smooths():
     losses = [1.0, 0.0, 1.0, 0.0, 1.0]
     y = np.asarray(loss_curve(losses, smoothing=0.9).data[1].y)

@@ -141,6 +141,20 @@ def test_compose_is_the_weighted_sum(lib, bb):
         lib.compose(["binding-v1", "format-es"], [1.0], bb)
 
 
+def test_mix_tensors_is_the_weighted_sum_as_given():
+    from mmict_core.vlibrary import mix_tensors
+
+    a = {"v": torch.tensor([1.0, 2.0]), "n": torch.tensor([3])}
+    b = {"v": torch.tensor([5.0, -4.0]), "n": torch.tensor([3])}
+    out = mix_tensors([a, b], [1.0, -1.0])  # a difference: weights are not rescaled
+    assert torch.equal(out["v"], torch.tensor([-4.0, 6.0])) and torch.equal(out["n"], torch.tensor([3]))
+    assert torch.equal(mix_tensors([a, b])["v"], torch.tensor([3.0, -1.0]))  # None: the mean
+    with pytest.raises(LibraryError, match="non-float"):
+        mix_tensors([a, {**b, "n": torch.tensor([4])}])
+    with pytest.raises(LibraryError, match="one weight per entry"):
+        mix_tensors([a, b], [1.0])
+
+
 def test_compose_refuses_mismatches(lib, bb):
     lib.add("icl-8", get_method("icl")(bb), task="binding")
     with pytest.raises(LibraryError, match="different methods"):

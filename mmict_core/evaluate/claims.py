@@ -12,8 +12,10 @@ The interval is Student's t over the seeds (n - 1 degrees of freedom).  No model
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 # two-sided 95% quantiles of Student's t, by degrees of freedom (scipy.stats.t.ppf(0.975, df))
@@ -87,6 +89,32 @@ def wilson_interval(correct: float, n: int, z: float = 1.959964) -> tuple[float,
     lo = 0.0 if p <= 0 else max(0.0, centre - half)
     hi = 1.0 if p >= 1 else min(1.0, centre + half)
     return lo, hi
+
+
+CLAIMS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "claims"  # the committed per-run JSON
+
+
+def seed_accuracies(stem: str, folder: str | Path | None = None, shots: int | None = None) -> list[float]:
+    """The held-out accuracy of each seed's run ``{stem}.seed*.json`` under ``folder`` (default: the
+    committed claim runs, e.g. ``seed_accuracies("downstream/ft-vqa.mmict")``), in seed order.  A run
+    with several shot counts (``results``: ICL) gives the one at ``shots`` (default: its first)."""
+    base = Path(folder) if folder is not None else CLAIMS_DIR
+    stem_path = base / stem
+    paths = sorted(stem_path.parent.glob(f"{stem_path.name}.seed*.json"),
+                   key=lambda p: int(p.name.rsplit(".seed", 1)[1].split(".")[0]))
+    if not paths:
+        raise FileNotFoundError(f"no claim runs {stem}.seed*.json under {base}; run the claim script first")
+    out = []
+    for p in paths:
+        rec = json.loads(p.read_text())
+        if "results" in rec:
+            rows = [r for r in rec["results"] if shots is None or r["shots"] == shots]
+            if not rows:
+                raise ValueError(f"{p.name} has no result at {shots} shots")
+            out.append(float(rows[0]["accuracy"]))
+        else:
+            out.append(float(rec["accuracy"]))
+    return out
 
 
 def write_marked_block(readme, begin: str, end: str, body: str, check: bool = False) -> bool:

@@ -333,14 +333,27 @@ class VLibrary:
         own = method.state_dict()
         if {k: v.shape for k, v in own.items()} != {k: v.shape for k, v in states[0].items()}:
             raise LibraryError(f"the entries' tensors do not fit a {cls.__name__} on this backbone")
-        mixed = {}
-        for k, ref in own.items():
-            if ref.is_floating_point():
-                acc = sum(w * s[k].double() for w, s in zip(weights, states))  # (same shape as ref)
-                mixed[k] = acc.to(ref.dtype)
-            elif all(torch.equal(s[k], states[0][k]) for s in states):
-                mixed[k] = states[0][k]
-            else:
-                raise LibraryError(f"cannot compose the non-float tensor {k!r}: it differs between entries")
-        method.load_state_dict(mixed)
+        mixed = mix_tensors(states, weights)
+        method.load_state_dict({k: v.to(own[k].dtype) for k, v in mixed.items()})
         return method
+
+
+def mix_tensors(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+    """``{name: sum_i weights[i] * states[i][name]}`` (accumulated in float64, returned in the first
+    state's dtype); weights None = 1/n each, used as given otherwise (not rescaled).  A non-float
+    tensor (a step count, an index) is kept when every state has the same, else refused."""
+    if not states:
+        raise LibraryError("nothing to mix: no tensors given")
+    weights = [1.0 / len(states)] * len(states) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(states):
+        raise LibraryError(f"one weight per entry: {len(states)} entries, {len(weights)} weights")
+    mixed = {}
+    for k, ref in states[0].items():
+        if ref.is_floating_point():
+            acc = sum(w * s[k].double() for w, s in zip(weights, states))  # (same shape as ref)
+            mixed[k] = acc.to(ref.dtype)
+        elif all(torch.equal(s[k], ref) for s in states):
+            mixed[k] = ref
+        else:
+            raise LibraryError(f"cannot compose the non-float tensor {k!r}: it differs between entries")
+    return mixed
