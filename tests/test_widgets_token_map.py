@@ -96,3 +96,31 @@ def test_token_map_shares_a_row_with_the_head_view(explorer):
     for w in row.children:  # flexible halves, no pixel width: the row fits a 1280 px notebook
         assert w.layout.flex == "1 1 0%" and w.layout.min_width == "0" and w.layout.width in (None, "auto")
     assert a.token_map.figure.layout.width is None
+
+
+def test_plain_model_weights_equal_eager_attention_probabilities(vlm):
+    """Without an adapter the rows sum to 1 and equal the probabilities transformers' eager attention
+    returns (read from each attention module's output), whichever implementation the model runs."""
+    from mmict_core.data import get_task, make_episode
+    from mmict_core.inspect.token_attention import token_attention
+
+    m = make_method(vlm, "icl", shots=2)
+    ep = make_episode(get_task("binding"), 2, seed=0, index=3, split="test")
+    sdpa = token_attention(m, ep)
+    probs = {}
+    hooks = [vlm.attention(l).register_forward_hook(lambda mod, a, out, l=l: probs.__setitem__(l, out[1][0].detach()))
+             for l in range(vlm.num_layers)]
+    swap = swap_attr(vlm.text_config, "_attn_implementation", "eager")
+    try:
+        eager = token_attention(m, ep)  # the recording wraps eager too
+        with torch.no_grad():
+            vlm.forward(m.batch([ep], with_answer=True, padding_side="right"))
+    finally:
+        swap.remove()
+        for h in hooks:
+            h.remove()
+    want = torch.stack([probs[l] for l in range(vlm.num_layers)]).numpy()  # (L, H, T, T)
+    assert sdpa.virtual_mass is None and sdpa.weights.shape == want.shape
+    assert np.allclose(sdpa.weights.sum(-1), 1.0, atol=1e-5)
+    assert np.allclose(sdpa.weights, want, atol=1e-5) and np.allclose(eager.weights, want, atol=1e-5)
+    assert vlm.text_config._attn_implementation == "sdpa"  # restored
