@@ -313,8 +313,8 @@ class TrainOutcome:
     heldout: dict | None = None  # see heldout_accuracy()
 
 
-def heldout_accuracy(method: Method, task: str, episodes: int, *, fixed_binding: bool = False) -> dict:
-    """``method``'s accuracy on the first ``episodes`` held-out test episodes (seed 0) of ``task`` —
+def heldout_accuracy(method: Method, task: str, episodes: int, *, fixed_binding: bool = False, seed: int = 0) -> dict:
+    """``method``'s accuracy on the first ``episodes`` held-out test episodes (seed ``seed``) of ``task`` —
     with its own number of demonstrations, none for methods that read the query alone — with a 95%
     Wilson interval and the task's chance level."""
     from .evaluate.claims import wilson_interval
@@ -322,9 +322,10 @@ def heldout_accuracy(method: Method, task: str, episodes: int, *, fixed_binding:
 
     t = get_task(task, **({"fixed_binding": True} if fixed_binding and task == "binding" else {}))
     shots = int(getattr(method.config, "shots", 0) or 0) if method.uses_demos else 0
-    r = evaluate_generation(method.generate, t, [shots], episodes=int(episodes), seed=0, progress=False)[0]
+    r = evaluate_generation(method.generate, t, [shots], episodes=int(episodes), seed=seed, progress=False)[0]
     lo, hi = wilson_interval(r.accuracy * r.n, r.n)
-    return {"accuracy": r.accuracy, "ci95": [lo, hi], "n": r.n, "shots": shots, "chance": t.chance}
+    return {"accuracy": r.accuracy, "ci95": [lo, hi], "n": r.n, "shots": shots, "chance": t.chance,
+            "ms_per_query": 1000 * r.seconds / r.n}  # generation time (batched), per query
 
 
 def heldout_learned(h: dict) -> bool:
@@ -655,6 +656,19 @@ class Session:
             with_answer = False
         with use_encoding_cache(self.encodings):
             return virtual_kv_attention(m, ep, with_answer=with_answer)
+
+    def token_attention(self, label: str, *, with_answer: bool = True):
+        """Token × token attention (per layer and head) of adapter ``label`` on the current episode;
+        for an adapter with virtual slots, the real keys' part of its softmax (rows sum to α)."""
+        from .inspect.token_attention import token_attention
+
+        if label not in self.adapters:
+            raise WorkbenchError(f"no adapter {label!r} in this session; train or load one first")
+        ep = self.episode()
+        if not ep.query.answers:
+            with_answer = False
+        with use_encoding_cache(self.encodings):
+            return token_attention(self.adapters[label], ep, with_answer=with_answer)
 
 
 __all__ = ["Session", "AUTO_STRATEGIES", "GALLERY_TASKS", "BackboneCache", "BackboneInfo", "CompareRow", "TrainOutcome",

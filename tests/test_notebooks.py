@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-NOTEBOOKS = ["01_icl", "02_mmict", "03_hificl", "04_m2iv_vlibrary", "05_quantisation"]
+NOTEBOOKS = ["01_icl", "02_mmict", "03_hificl", "04_m2iv_vlibrary", "05_quantisation", "06_vectors"]
 THREADS = int(os.environ.get("MMICT_TEST_THREADS", "1"))
 SMALL = dict(EPISODES=8, STEPS=3, SAMPLES=16, BATCH=4, THREADS=THREADS)
 EXTRA = {  # per notebook: fewer settings where a notebook sweeps over a list

@@ -14,12 +14,12 @@ from mmict_core.evaluate.exact_match import exact_match
 from mmict_core.workbench import Session, TrainRequest, WorkbenchError, heldout_accuracy
 
 
-def _by_hand(method, task, n, **task_kw):
+def _by_hand(method, task, n, seed=0, **task_kw):
     t = get_task(task, **task_kw)
     shots = method.config.shots if method.uses_demos else 0
     hits = []
     for i in range(n):
-        e = make_episode(t, shots, seed=0, index=i, split="test", pool_size=max(t.default_pool_size, shots))
+        e = make_episode(t, shots, seed=seed, index=i, split="test", pool_size=max(t.default_pool_size, shots))
         hits.append(float(exact_match(method.generate([e], max_new_tokens=t.max_new_tokens)[0], e.query.answers)))
     return hits
 
@@ -78,3 +78,13 @@ def test_app_train_shows_held_out_accuracy(tmp_path):
     msgs = list(studio.train("lora", "binding", 8, 2, 5e-3, 4, 0, True, 5, request=Req(),
                              progress=lambda *a, **k: None))
     assert "Held-out accuracy" in msgs[-1][0] and "over 5 test episodes" in msgs[-1][0]
+
+
+def test_held_out_accuracy_of_another_seed_with_its_speed(vlm):
+    """The notebooks score with their SEED: the episodes of that seed, and the time per query."""
+    from mmict_core.methods import create_method
+
+    m = create_method("icl", vlm, shots=2)
+    h = heldout_accuracy(m, "binding", 5, seed=3)
+    assert h["accuracy"] == pytest.approx(np.mean(_by_hand(m, "binding", 5, seed=3))) and h["shots"] == 2
+    assert h["ms_per_query"] > 0

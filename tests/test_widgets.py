@@ -391,9 +391,9 @@ def test_studio_widgets_are_light_core_models(hificl_session):
     tree = list(_widget_tree(studio.widget))
     assert not [w for w in tree if isinstance(w, anywidget.AnyWidget)]
     outputs = [w for w in tree if w._model_name == "OutputModel"]
-    assert len(outputs) == 5  # the loss curve and the attention explorer's four views
+    assert len(outputs) == 6  # the loss curve and the attention explorer's five views
     figs = [studio.training.figure, studio.attention.grid, studio.attention.slots, studio.attention.per_token,
-            studio.attention.head_view]
+            studio.attention.head_view, studio.attention.token_map]
     for fv in figs:
         (out,) = fv.widget.outputs
         spec = out["data"]["application/vnd.plotly.v1+json"]

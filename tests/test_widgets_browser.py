@@ -54,8 +54,8 @@ CELLS = [
     "explorer = AttentionExplorer(session)\nexplorer.show()\ndisplay(explorer)",
     f"studio = Studio(session, threaded=False)\ndisplay(studio)\nprint({READY!r}, explorer.error or 'ok')",
 ]
-# figures drawn: the training curve and the explorer's four, twice (the panels, then the Studio's tabs)
-FIGURES = 10
+# figures drawn: the training curve and the explorer's five, twice (the panels, then the Studio's tabs)
+FIGURES = 12
 
 
 def _free_port() -> int:

@@ -61,12 +61,20 @@ def virtual_kv_attention(method, episode: Episode, *, with_answer: bool = True) 
     L = len(cap)
     alpha = torch.stack([cap[l][0][0] for l in range(L)]).float().cpu().numpy()  # (L, H, T)
     w = torch.stack([cap[l][1][0] for l in range(L)]).float().cpu().numpy()  # (L, H, T, n)
-    T = alpha.shape[-1]
+    roles, items, labels, ids = token_table(bb, batch)
+    return VirtualKVAttention(alpha=alpha, virtual_mass=1.0 - alpha, slot_weights=w, roles=roles, items=items,
+                              labels=labels, token_ids=ids)
+
+
+def token_table(backbone, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(roles, items, labels, token_ids), each (T,), of the first sequence of an assembled ``batch``:
+    each position's role ('bos', 'prompt', 'image', ...), episode item, readable label (the text token,
+    or '<img i>' for the i-th token of an image segment) and token id."""
     ids = batch.token_ids[0].tolist()
+    T = len(ids)
     roles, items, labels = [""] * T, [-1] * T, [""] * T
     for role, item, s, e in batch.spans[0]:
         for j, p in enumerate(range(s, e)):
             roles[p], items[p] = role, item
-            labels[p] = f"<img {j}>" if role == "image" else _token_label(bb, ids[p])
-    return VirtualKVAttention(alpha=alpha, virtual_mass=1.0 - alpha, slot_weights=w, roles=np.array(roles),
-                              items=np.array(items), labels=np.array(labels), token_ids=np.array(ids))
+            labels[p] = f"<img {j}>" if role == "image" else _token_label(backbone, ids[p])
+    return np.array(roles), np.array(items), np.array(labels), np.array(ids)

@@ -49,6 +49,19 @@ def shuffled_answers(ep: Episode) -> Episode:
     return Episode(demos=demos, query=ep.query, task=ep.task, info=ep.info)
 
 
+def top_heads_vector(aie: torch.Tensor, contributions: torch.Tensor, heads: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """The function vector from the heads' average indirect effects: the ``heads`` heads with the
+    largest AIE (over all layers), their residual-stream contributions summed.
+    aie (L, H); contributions (L, H, d): W_O[:, j] z̄_lj -> (fv (d,), the chosen (layer, head) pairs, best first)"""
+    L, H = aie.shape
+    top = aie.reshape(-1).topk(heads).indices  # (heads,) flat indices, largest effect first
+    chosen = [(int(i) // H, int(i) % H) for i in top]
+    fv = torch.zeros(contributions.shape[-1], dtype=contributions.dtype)
+    for l, j in chosen:
+        fv += contributions[l, j]
+    return fv, chosen
+
+
 @register_method
 class FunctionVector(Method):
     name = "function-vector"
@@ -104,12 +117,12 @@ class FunctionVector(Method):
         aie = torch.stack([part.mean(0) for part in effect.split(sizes)])  # (B, L, H)
 
         # 3. the function vector: the top heads' mean outputs in the residual stream, summed
-        top = aie.view(len(episodes), -1).topk(self.config.heads, dim=-1).indices  # (B, heads)
-        chosen = [[(int(i) // H, int(i) % H) for i in row] for row in top]
         fv = torch.zeros(len(episodes), bb.hidden_size)
-        for b, hs in enumerate(chosen):
-            for l, j in hs:
-                fv[b] += self.head_contribution(l, z_mean[b, l])[j].cpu()
+        chosen = []
+        for b in range(len(episodes)):
+            contrib = torch.stack([self.head_contribution(l, z_mean[b, l]) for l in range(L)]).cpu()  # (L, H, d)
+            fv[b], heads_b = top_heads_vector(aie[b].cpu(), contrib, self.config.heads)
+            chosen.append(heads_b)
         self.last = {"z_mean": z_mean, "aie": aie, "heads": chosen, "fv": fv}
         return self.last
 
@@ -126,4 +139,4 @@ class FunctionVector(Method):
         return 0
 
 
-__all__ = ["FunctionVector", "FunctionVectorConfig", "shuffled_answers"]
+__all__ = ["FunctionVector", "FunctionVectorConfig", "shuffled_answers", "top_heads_vector"]

@@ -42,6 +42,12 @@ class HiFICLConfig(MethodConfig):
         check_range(self, "z2", choices=Z2_MODES)
 
 
+def low_rank_kv(K_A: torch.Tensor, K_B: torch.Tensor, V_A: torch.Tensor, V_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The virtual keys and values from their rank-r factors, in fp32: K_learn = K_A·K_B, V_learn = V_A·V_B.
+    K_A/V_A (…, n, r), K_B/V_B (…, r, d) -> (K_learn, V_learn), each (…, n, d)"""
+    return K_A.float() @ K_B.float(), V_A.float() @ V_B.float()
+
+
 @register_method
 class HiFICL(Method):
     name = "hificl"
@@ -94,8 +100,7 @@ class HiFICL(Method):
         key = (grad, torch.is_inference_mode_enabled(), self._call if grad else None,
                tuple((p._version, p.data_ptr(), p.device) for p in self._factors()))
         if self._kv is None or self._kv_key != key:
-            K = self.K_A.float() @ self.K_B.float()  # (L, H, n, r) @ (L, H, r, d) -> (L, H, n, d)
-            V = self.V_A.float() @ self.V_B.float()  # (L, H, n, d)
+            K, V = low_rank_kv(self.K_A, self.K_B, self.V_A, self.V_B)  # (L, H, n, d) each
             self._kv, self._kv_key = (K, V), key
             self.kv_computations += 1
         return self._kv

@@ -123,12 +123,31 @@ def _fused(method: "HiFICL", layer: int, query: torch.Tensor, key: torch.Tensor,
     n_rep = H // key.shape[1]
     if n_rep != 1:
         key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
+    mask = method._fused_mask(attention_mask, K.shape[2], dtype, T, key.shape[2], query.device)  # additive or None
+    out = virtual_softmax_attention(query, key, value, K, V, mask, scaling, dropout)  # (B, H, T, d)
+    return out.transpose(1, 2).contiguous().to(in_dtype), None
+
+
+def virtual_softmax_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: torch.Tensor,
+                              V: torch.Tensor, mask: torch.Tensor | None, scaling: float,
+                              dropout: float = 0.0) -> torch.Tensor:
+    """One softmax over the scores against ``[K ; key]`` mixing ``[V ; value]``: the virtual slots
+    compete with the real keys for the same attention mass.  query (B, H, T, d); key/value
+    (B, H, T_k, d) (GQA heads already repeated); K/V (B, H, n, d); ``mask`` additive (…, T, n + T_k)
+    with the n virtual columns visible (:func:`prefix_visible`), or None -> (B, H, T, d)"""
     k = torch.cat([K, key], 2)  # (B, H, n + T_k, d)
     v = torch.cat([V, value], 2)
-    mask = method._fused_mask(attention_mask, K.shape[2], dtype, T, key.shape[2], query.device)  # additive or None
-    out = torch.nn.functional.scaled_dot_product_attention(query, k, v, attn_mask=mask, dropout_p=dropout,
-                                                           scale=scaling)  # (B, H, T, d)
-    return out.transpose(1, 2).contiguous().to(in_dtype), None
+    return torch.nn.functional.scaled_dot_product_attention(query, k, v, attn_mask=mask, dropout_p=dropout,
+                                                            scale=scaling)  # (B, H, T, d)
+
+
+def softmax_split(real_scores: torch.Tensor, virtual_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The softmax over [virtual ; real] scores split into α, the real keys' total share, and w,
+    each virtual slot's share (α + Σ w = 1).  real_scores (…, T_k) already masked; virtual_scores
+    (…, n) -> (α (…), w (…, n))"""
+    log_z2 = real_scores.logsumexp(-1)  # (…)
+    log_den = torch.logaddexp(virtual_scores.logsumexp(-1), log_z2)  # (…)
+    return (log_z2 - log_den).exp(), (virtual_scores - log_den.unsqueeze(-1)).exp()
 
 
 def prefix_visible(mask: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
@@ -165,15 +184,12 @@ def _split(module: torch.nn.Module, method: "HiFICL", layer: int, base: str | No
     s = torch.matmul(q, k.transpose(-1, -2)) * scaling  # (B, H, T, T_k)
     if method.config.z2 == "masked":
         s = masked_scores(s, attention_mask)
-    log_z2 = s.logsumexp(-1)  # (B, H, T)
 
     # virtual keys/values of this layer (computed once per forward call for all layers)
     K_all, V_all = method.virtual_kv()  # (L, H, n, d) each, fp32
     K, V = K_all[layer].to(q.device), V_all[layer].to(q.device)  # (H, n, d)
     s_d = torch.einsum("bhtd,hnd->bhtn", q, K) * scaling  # (B, H, T, n)
-    log_den = torch.logaddexp(s_d.logsumexp(-1), log_z2)  # (B, H, T)
-    alpha = (log_z2 - log_den).exp()  # (B, H, T)
-    w = (s_d - log_den.unsqueeze(-1)).exp()  # (B, H, T, n)
+    alpha, w = softmax_split(s, s_d)  # (B, H, T), (B, H, T, n)
 
     out = alpha.transpose(1, 2).unsqueeze(-1) * sa_out.float()  # (B, T, H, d)
     out = out + torch.einsum("bhtn,hnd->bthd", w, V)  # (B, T, H, d)
