@@ -144,15 +144,6 @@ def test_notebook_runs(name, kernel_name, tmp_path):
     print(f"{name}: {TIMINGS[name]:.1f} s")
 
 
-def test_all_notebooks_run_in_a_few_minutes():
-    """The five small runs together stay a few minutes on a 2-core CPU (measured ~2 min under load)."""
-    if set(TIMINGS) != set(NOTEBOOKS):
-        pytest.skip("needs every notebook run in this session")
-    total = sum(TIMINGS.values())
-    print("notebook times: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()) + f"; total {total:.1f} s")
-    assert total < 300
-
-
 # ---------------------------------------------------------------- make notebooks
 
 

@@ -1,9 +1,12 @@
-"""Accuracy per method as bars with their 95% intervals and a dashed chance line (notebooks 03, 06)."""
+"""Accuracy per method as bars with their 95% intervals and a dashed chance line (notebooks 03, 06):
+one group of :func:`mmict_core.viz.curves.accuracy_intervals`, the methods along the x axis."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
+
+from .curves import accuracy_intervals
 
 
 def accuracy_bars(rows: Sequence[Mapping], *, chance: float | None = None, chance_note: str = "chance",
@@ -11,20 +14,12 @@ def accuracy_bars(rows: Sequence[Mapping], *, chance: float | None = None, chanc
     """One bar per row: ``rows`` of ``{"label", "accuracy", "ci95": [lo, hi]}`` (as
     :func:`mmict_core.workbench.heldout_accuracy` returns them, plus a label); error bars from the
     interval; ``chance``: a dashed horizontal line at that accuracy, annotated with ``chance_note``."""
-    labels = [str(r["label"]) for r in rows]
-    acc = [float(r["accuracy"]) for r in rows]
-    lo = [float(r["ci95"][0]) for r in rows]
-    hi = [float(r["ci95"][1]) for r in rows]
-    fig = go.Figure(go.Bar(
-        x=labels, y=acc, marker_color="#1f77b4",
-        error_y=dict(type="data", symmetric=False, array=[h - a for a, h in zip(acc, hi)],
-                     arrayminus=[a - l for a, l in zip(acc, lo)]),
-        customdata=list(zip(lo, hi)),
-        hovertemplate="%{x}<br>accuracy %{y:.3f}<br>95% interval [%{customdata[0]:.3f}, %{customdata[1]:.3f}]<extra></extra>"))
+    results = {str(r["label"]): {"accuracy": (float(r["accuracy"]), float(r["ci95"][0]), float(r["ci95"][1]))}
+               for r in rows}  # each method its own x position, one series
+    fig = accuracy_intervals(results, title=title)
     if chance is not None:
         fig.add_hline(y=float(chance), line_dash="dash", line_color="grey",
                       annotation_text=f"{chance_note} {chance:g}", annotation_position="top left")
-    fig.update_layout(title=title, yaxis_title="accuracy", yaxis_range=[0, 1.05], template="plotly_white",
-                      height=380, width=None)
+    fig.update_layout(yaxis_title="accuracy", showlegend=False, height=380)
     fig.update_xaxes(type="category")
     return fig
