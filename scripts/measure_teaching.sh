@@ -4,12 +4,15 @@
 #   bash scripts/measure_teaching.sh                       # the shipped model (assets/teaching-vlm)
 #   MODEL=runs/v2s1/model OUT=runs/eval-s1 NO_CARD=1 bash scripts/measure_teaching.sh   # another run
 #   SECOND=runs/eval-s1 bash scripts/measure_teaching.sh   # the card also shows that run's table beside
+#   CARD_ONLY=1 MODEL=runs/v2-seed0 OUT=runs/eval-v2s0 SECOND=runs/eval-v2s1 bash scripts/measure_teaching.sh
+#                                                          # rewrite the card from existing reports, no eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-runs/eval}
 MODEL=${MODEL:-assets/teaching-vlm}
 mkdir -p "$OUT"
+if [ -z "${CARD_ONLY:-}" ]; then
 for quant in ${QUANTS:-none 8bit 4bit}; do
   for task in shapes-vqa binding format operator clip-qa clip-caption; do
     $BIN/mmict eval --backbone "$MODEL" --task $task --shots 0,1,2,4,8 --episodes 300 --seed 0 --quant $quant \
@@ -25,6 +28,7 @@ for s in 1 2; do
   $BIN/mmict eval --backbone "$MODEL" --task binding --shots 0,4,8 --episodes 300 --seed $s --batch-size 64 --quiet \
     --json "$OUT/binding-seed$s.json"
 done
+fi
 [ -n "${NO_CARD:-}" ] && exit 0
 $BIN/python - "$OUT" "$MODEL" "${SECOND:-}" <<'PY'
 import json, sys

@@ -142,7 +142,8 @@ def write_model_card(folder: str | Path, reports: list[dict], eval_command: str,
         "hub": f"**M-Hub text path** — {cfg['hub_steps']} steps, batch {cfg['hub_batch']} items, lr {cfg['hub_lr']:g}, ViT frozen: "
                "BLIP-2 stage-1 style image-grounded text generation (queries see queries, each text token the queries and "
                "the text before it; a throw-away head predicts the next word) and image-text matching on the mean text-token "
-               "output of the bidirectional run (negatives: another item's image; the same prompt with another item's answer).",
+               "output of the bidirectional run (negatives: another item's image"
+               + ("; the same prompt with another item's answer" if cfg.get("hub_text_negatives") else "") + ").",
         "induction": f"**induction** — {cfg['induction_steps']} steps of text-only associative recall.",
         "episodes": f"**episodes** — {cfg['steps']} steps, batch {cfg['batch']} episodes of 0–{cfg['max_shots']} demonstrations "
                     f"(clip episodes 0–{cfg['clip_max_shots']}), task mix {json.dumps(cfg['mix'])}; AdamW lr {cfg['lr']:g} "
