@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from _helpers import interpreter_kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -55,19 +56,8 @@ def inject(nb, values: dict) -> nbformat.NotebookNode:
 @pytest.fixture(scope="session")
 def kernel_name(tmp_path_factory):
     """A kernelspec 'python3' whose argv is *this* interpreter, first on JUPYTER_PATH for the session."""
-    from ipykernel.kernelspec import write_kernel_spec
-
-    base = tmp_path_factory.mktemp("jupyter")
-    write_kernel_spec(base / "kernels" / "python3",
-                      overrides={"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                                 "display_name": "MMICT Studio (test)"})
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(base)] + ([old] if old else []))
-    yield "python3"
-    if old is None:
-        os.environ.pop("JUPYTER_PATH", None)
-    else:
-        os.environ["JUPYTER_PATH"] = old
+    with interpreter_kernel(tmp_path_factory.mktemp("jupyter"), "python3", "MMICT Studio (test)") as name:
+        yield name
 
 
 def run_notebook(name: str, values: dict, kernel: str, workdir: Path, timeout: int = 300) -> nbformat.NotebookNode:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from _helpers import interpreter_kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -25,29 +25,18 @@ CELLS = [
     f"from mmict_core.widgets import FigureView\nFigureView(go.Figure(go.Scatter(y=[{IN_PANEL}, 1]))).widget",
 ]
 # the notebooks that show figures with fig.show() set the renderer first
-SHOWING = ["01_icl", "02_mmict", "04_m2iv_vlibrary", "05_quantisation"]
+SHOWING = ["01_icl", "02_mmict", "03_hificl", "04_m2iv_vlibrary", "05_quantisation", "06_vectors"]
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from ipykernel.kernelspec import write_kernel_spec
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
     base = tmp_path_factory.mktemp("html")
-    write_kernel_spec(base / "kernels" / "mmict-html-test",
-                      overrides={"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                                 "display_name": "MMICT (html test)"})
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(base)] + ([old] if old else []))
-    try:
+    with interpreter_kernel(base, "mmict-html-test", "MMICT (html test)") as kernel:
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-        NotebookClient(nb, timeout=300, kernel_name="mmict-html-test", resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        if old is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = old
+        NotebookClient(nb, timeout=300, kernel_name=kernel, resources={"metadata": {"path": str(ROOT)}}).execute()
     html, _ = HTMLExporter().from_notebook_node(nb)
     path = base / "small.html"
     path.write_text(html)
