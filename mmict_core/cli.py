@@ -97,7 +97,7 @@ def _parse_mix(text: str) -> dict:
 
 
 PRETRAIN_FLAGS = ("seed", "steps", "vision_steps", "vision_lr", "vision_layers", "vision_intermediate", "hub_steps",
-                  "hub_lr", "batch", "eval_every", "init_from", "stop_at", "vision_lr_scale", "induction_steps",
+                  "hub_lr", "hub_mlm", "batch", "eval_every", "init_from", "stop_at", "vision_lr_scale", "induction_steps",
                   "induction_lr", "key_loss", "key_layer", "match_loss", "match_layer", "match_head", "image_norm",
                   "lr", "clip_max_shots", "threads")
 
@@ -370,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--vision-intermediate", type=int, default=None, help="ViT MLP width (a continuation grows to this)")
     rec.add_argument("--hub-steps", type=int, default=None, help="M-Hub text-path stage steps (ITG + ITM)")
     rec.add_argument("--hub-lr", type=float, default=None, help="peak lr of the M-Hub text-path stage")
+    rec.add_argument("--hub-mlm", type=float, default=None,
+                     help="weight of the M-Hub stage's masked-answer loss (bidirectional text outputs; 0: off)")
     rec.add_argument("--batch", type=_positive, default=None, help="episodes per step")
     rec.add_argument("--eval-every", type=int, default=None, help="probe + snapshot every N episode steps")
     rec.add_argument("--init-from", default=None, help="continue from this teaching-VLM folder (no vision / hub stage unless asked)")
