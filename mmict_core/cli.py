@@ -98,7 +98,7 @@ def _parse_mix(text: str) -> dict:
 
 PRETRAIN_FLAGS = ("seed", "steps", "vision_steps", "vision_lr", "vision_layers", "vision_intermediate", "hub_steps",
                   "hub_lr", "hub_mlm", "batch", "eval_every", "init_from", "stop_at", "vision_lr_scale", "induction_steps",
-                  "induction_lr", "key_loss", "key_layer", "match_loss", "match_layer", "match_head", "image_norm",
+                  "induction_lr", "key_loss", "key_layer", "match_loss", "match_layer", "match_head", "copy_loss", "image_norm",
                   "lr", "clip_max_shots", "threads")
 
 
@@ -394,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "binding answer's prediction position should fall on earlier answers of the same colour (0: off)")
     rec.add_argument("--match-layer", type=int, default=None, help="decoder layer (0-based) of the supervised head")
     rec.add_argument("--match-head", type=int, default=None, help="the supervised head")
+    rec.add_argument("--copy-loss", type=float, default=None,
+                     help="weight of the binding-copy loss: that head's own output, read through lm_head, should "
+                          "name the word it attends to (0: off)")
     rec.add_argument("--vision-lr-scale", type=float, default=None, help="episode-stage lr of the vision encoder relative to --lr")
     rec.add_argument("--image-norm", type=float, default=None,
                      help="rescale the projection so image tokens have this mean norm before the episode stage")

@@ -449,3 +449,60 @@ def test_auxiliary_captures_always_detach(small_vlm):
             assert vlm.text_config._attn_implementation == "eager" and n_hooks() == before + 2
             raise RuntimeError("boom")
     assert n_hooks() == before and vlm.text_config._attn_implementation == impl and len(layers) == 4
+
+
+def test_copy_loss_is_the_matching_heads_own_vote_for_the_shown_word(tmp_path):
+    """The copy loss = cross-entropy, at each match target's answer-predicting position, of what the
+    supervised head alone writes (its attention-weighted values through its slice of o_proj, the final
+    norm's gain and lm_head) against the item's answer word -- recomputed here from the head's attention
+    probabilities and the layer's value projection."""
+    import torch
+    from mmict_core.backbones import TeachingVLM
+    from mmict_core.teaching import pretrain_teaching
+    from mmict_core.teaching.auxiliary import (attention_capture, binding_match_targets, copy_loss,
+                                                head_output_capture)
+    from mmict_core.teaching.episodes import training_batch
+
+    with pytest.raises(ValueError, match="copy_loss"):
+        PretrainConfig(copy_loss=-1.0)
+    torch.manual_seed(0)
+    vlm = TeachingVLM.create(seed=0)
+    layer, head = 2, 1
+    attn = vlm.attention(layer)
+    tc = vlm.text_config
+    H, hd = tc.num_attention_heads, tc.hidden_size // tc.num_attention_heads
+    eps = [_episode([0, 1, 0, 0], 0), make_episode("format", 3, seed=0, index=0, split="train"), _episode([1, 0, 1], 1)]
+    batch = training_batch(vlm, eps)
+    seen = {}
+    pre = attn.register_forward_pre_hook(lambda m, a, kw: seen.__setitem__("x", kw.get("hidden_states", a[0] if a else None)),
+                                         with_kwargs=True)
+    try:
+        with torch.no_grad(), attention_capture(vlm, layer) as att, head_output_capture(vlm, layer) as cap:
+            vlm.forward(batch)
+            got = copy_loss(vlm, cap["z"], layer, head, batch, eps)
+    finally:
+        pre.remove()
+    # plain recomputation: z_h = P_h @ V_h (values of the layer's normalised input, KV heads shared by groups)
+    x = seen["x"]  # (B, T, d)
+    kv = tc.num_key_value_heads
+    v = attn.v_proj(x).view(x.shape[0], x.shape[1], kv, hd)[:, :, head // (H // kv)]  # (B, T, hd)
+    p = att["p"][:, head]  # (B, T, T)
+    w_o = attn.o_proj.weight[:, head * hd:(head + 1) * hd]  # (d, hd)
+    gain = vlm.language_model.get_decoder().norm.weight
+    w_u = vlm.language_model.get_output_embeddings().weight  # (V, d)
+    losses = []
+    targets = binding_match_targets(batch, eps)
+    assert targets
+    for b, q, _ in targets:
+        z = p[b, q] @ v[b]  # (hd,)
+        logits = w_u @ ((w_o @ z) * gain)  # (V,)
+        item = [t for t in range(len(eps[b].demos) + 1) if batch.positions(b, "answer", t)[:1] == [q + 1]][0]
+        ex = (list(eps[b].demos) + [eps[b].query])[item]
+        word = vlm.tokenizer.token_to_id(ex.answers[0].split()[0])
+        losses.append(torch.nn.functional.cross_entropy(logits[None], torch.tensor([word])))
+    assert torch.allclose(got, torch.stack(losses).mean(), atol=1e-5)
+
+    cfg = PretrainConfig(steps=3, vision_steps=0, hub_steps=0, batch=4, eval_every=0, eval_episodes=0, copy_loss=1.0,
+                         match_loss=0.5, key_loss=0.0, mix={"binding": 1.0}, binding_ways=(2, 2))
+    summary = pretrain_teaching(tmp_path / "m", cfg, progress=False)
+    assert summary["log"][-1]["copy_loss"] > 0

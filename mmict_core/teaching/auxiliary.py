@@ -7,6 +7,11 @@ the 4-layer LM stays on the copy-a-shown-word plateau; these two losses supply e
 pieces.  Neither names the bound word (fresh in every episode), so what the model does at test time
 is still in-context learning: the losses show it where to look.
 
+A third, optional loss (``copy_loss``) supervises what the matching head *writes*: its own output at
+the answer-predicting position, read straight through the final norm's gain and ``lm_head`` (the
+direct path), should name the word it looks at.  The word is the episode's fresh one, found only in
+the demonstrations: the loss asks the head to copy, it does not teach any binding.
+
 Each capture is a context manager that always removes its hook (and restores the attention
 implementation), whatever happens inside.
 """
@@ -49,6 +54,18 @@ def attention_capture(vlm, layer: int) -> Iterator[dict]:
     finally:
         hook.remove()
         tc._attn_implementation = old
+
+
+@contextlib.contextmanager
+def head_output_capture(vlm, layer: int) -> Iterator[dict]:
+    """``store['z']``: the input of decoder layer ``layer``'s (0-based) output projection -- every head's
+    attention output side by side, (B, T, H * head_dim) -- refreshed on every forward while open."""
+    store: dict = {}
+    hook = vlm.attention(layer).o_proj.register_forward_pre_hook(lambda mod, args: store.__setitem__("z", args[0]))
+    try:
+        yield store
+    finally:
+        hook.remove()
 
 
 def colour_key_targets(batch, episodes) -> tuple[list[int], list[int], list[int]]:
@@ -111,3 +128,29 @@ def match_loss(p: torch.Tensor, head: int, batch, episodes) -> torch.Tensor | No
     probs = p[:, head]  # (B, T, T)
     mass = torch.stack([probs[b, q, keys].sum() for b, q, keys in targets])  # (n,)
     return -torch.log(mass.clamp(min=1e-6)).mean()
+
+
+def head_direct_logits(vlm, layer: int, head: int, z: torch.Tensor) -> torch.Tensor:
+    """Logits that head ``head`` of decoder layer ``layer`` writes on its own: its slice of the output
+    projection, times the final norm's gain, times ``lm_head`` (no other head, layer or normalisation).
+    z: (..., H * head_dim) -> (..., V)"""
+    attn = vlm.attention(layer)
+    hd = vlm.text_config.hidden_size // vlm.text_config.num_attention_heads
+    w_o = attn.o_proj.weight[:, head * hd:(head + 1) * hd]  # (d, hd)
+    out = z[..., head * hd:(head + 1) * hd] @ w_o.T  # (..., d)
+    lm = vlm.language_model
+    gain = lm.get_decoder().norm.weight  # (d,)
+    return lm.get_output_embeddings()(out * gain)  # (..., V)
+
+
+def copy_loss(vlm, z: torch.Tensor, layer: int, head: int, batch, episodes) -> torch.Tensor | None:
+    """Cross-entropy of head ``head``'s direct logits at each match target's query position against
+    the first token of the answer it predicts (the word shown by the same-colour demos)."""
+    targets = binding_match_targets(batch, episodes)
+    if not targets:
+        return None
+    rows = [b for b, _, _ in targets]
+    qs = [q for _, q, _ in targets]
+    gold = batch.token_ids[rows, [q + 1 for q in qs]]  # (n,) first answer token
+    logits = head_direct_logits(vlm, layer, head, z[rows, qs])  # (n, H*hd) -> (n, V)
+    return nn.functional.cross_entropy(logits.float(), gold)

@@ -55,6 +55,7 @@ class PretrainConfig:
     match_loss: float = 0.5  # weight of the binding-match attention loss (0: none); see auxiliary.binding_match_targets
     match_layer: int = 2  # decoder layer (0-based) whose head `match_head` the match loss supervises
     match_head: int = 0
+    copy_loss: float = 0.0  # weight of the binding-copy loss on that head's direct logits (0: none); see auxiliary.copy_loss
     eval_every: int = 1000
     eval_episodes: int = 32
     stop_at: int | None = None  # stop after this many steps of the `steps`-long schedule (None: run it all)
@@ -78,6 +79,8 @@ class PretrainConfig:
         if self.match_loss < 0 or self.match_layer < 0 or self.match_head < 0:
             raise ValueError(f"match_loss, match_layer and match_head must be >= 0, got "
                              f"{self.match_loss} / {self.match_layer} / {self.match_head}")
+        if self.copy_loss < 0:
+            raise ValueError(f"copy_loss must be >= 0, got {self.copy_loss}")
         if self.key_loss < 0 or self.key_layer < 1:
             raise ValueError(f"key_loss must be >= 0 and key_layer >= 1, got {self.key_loss} / {self.key_layer}")
         if self.vision_lr_scale < 0:

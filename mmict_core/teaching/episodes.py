@@ -142,13 +142,13 @@ def quick_eval(vlm: TeachingVLM, n: int, seed: int) -> dict:
 def episode_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, out, progress: bool = True) -> None:
     """Train on the episode stream (with the auxiliary binding losses when their weights are > 0);
     a probe and a snapshot every ``eval_every`` steps."""
-    from .auxiliary import KeyLoss, attention_capture, match_loss, residual_capture
+    from .auxiliary import KeyLoss, attention_capture, copy_loss, head_output_capture, match_loss, residual_capture
 
     model = vlm.model
     n_layers, n_heads = vlm.text_config.num_hidden_layers, vlm.text_config.num_attention_heads
     if cfg.key_loss and cfg.key_layer >= n_layers:
         raise ValueError(f"key_layer must be below the LM's {n_layers} layers, got {cfg.key_layer}")
-    if cfg.match_loss and (cfg.match_layer >= n_layers or cfg.match_head >= n_heads):
+    if (cfg.match_loss or cfg.copy_loss) and (cfg.match_layer >= n_layers or cfg.match_head >= n_heads):
         raise ValueError(f"match_layer / match_head must be below {n_layers} / {n_heads}, "
                          f"got {cfg.match_layer} / {cfg.match_head}")
     vision_params = list(model.vision_model.parameters())
@@ -164,12 +164,13 @@ def episode_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, out, progres
         groups.append({"params": list(key_head.parameters()), "weight_decay": 0.0, "scale": 1.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
     t0 = time.time()
-    ema = key_ema = match_ema = None
+    ema = key_ema = match_ema = copy_ema = None
     model.train()
     model.vision_model.eval()
     with contextlib.ExitStack() as stack:
         res = stack.enter_context(residual_capture(vlm, cfg.key_layer)) if key_head is not None else None
         att = stack.enter_context(attention_capture(vlm, cfg.match_layer)) if cfg.match_loss else None
+        heads = stack.enter_context(head_output_capture(vlm, cfg.match_layer)) if cfg.copy_loss else None
         stream = stack.enter_context(prefetched_episodes(cfg))
         bar = tqdm(range(cfg.steps), desc="episodes", disable=not progress, mininterval=5)
         for step, episodes in zip(bar, stream):
@@ -185,6 +186,11 @@ def episode_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, out, progres
                 if match is not None:
                     match_ema = match.item() if match_ema is None else 0.98 * match_ema + 0.02 * match.item()
                     loss = loss + cfg.match_loss * match
+            if heads is not None:
+                cp = copy_loss(vlm, heads["z"], cfg.match_layer, cfg.match_head, batch, episodes)
+                if cp is not None:
+                    copy_ema = cp.item() if copy_ema is None else 0.98 * copy_ema + 0.02 * cp.item()
+                    loss = loss + cfg.copy_loss * cp
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * g["scale"] * lr_at(step, cfg)
             opt.zero_grad(set_to_none=True)
@@ -202,6 +208,7 @@ def episode_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, out, progres
                 entry = {"stage": "episodes", "step": step + 1, "loss": round(ema, 4),
                          **({"key_loss": round(key_ema, 4)} if key_ema is not None else {}),
                          **({"match_loss": round(match_ema, 4)} if match_ema is not None else {}),
+                         **({"copy_loss": round(copy_ema, 4)} if copy_ema is not None else {}),
                          "minutes": round((time.time() - t0) / 60, 2), **probe}
                 log.append(entry)
                 print(json.dumps(entry), flush=True)

@@ -150,7 +150,9 @@ def write_model_card(folder: str | Path, reports: list[dict], eval_command: str,
                     f"(vision encoder x{cfg['vision_lr_scale']:g}), warmup {cfg['warmup']}, cosine to {cfg['min_lr_ratio']:g}x; "
                     "next-token loss on every answer that something before it determines; on binding episodes the auxiliary "
                     f"key loss (weight {cfg['key_loss']:g}, after LM layer {cfg['key_layer']}) and match loss (weight "
-                    f"{cfg['match_loss']:g}, layer {cfg['match_layer']} head {cfg['match_head']}).",
+                    f"{cfg['match_loss']:g}, layer {cfg['match_layer']} head {cfg['match_head']})"
+                    + (f" and copy loss (weight {cfg['copy_loss']:g}, that head's direct logits)" if cfg.get("copy_loss") else "")
+                    + ".",
     }
     stages = "\n".join(f"{i + 1}. {stage_text[name]} ({secs.get(name, 0) / 60:.1f} min)"
                         for i, (name, _) in enumerate(log["stages"]))
