@@ -111,7 +111,7 @@ def summary(out: Path, report: Path | None = Path("benchmarks/results/report.jso
         if not recs:
             continue
         base, method_over, train_over, ref, claim = VARIANTS[method]
-        s = summarize_seeds([r["accuracy"] for r in recs])
+        s = summarize_seeds([r["accuracy"] for r in recs], bounds=(0.0, 1.0))
         per_seed = ", ".join(f"{r['accuracy']:.3f}" for r in recs)
         samples = train_over.get("samples", 1000)
         teacher = (f", teacher {method_over.get('train_shots', 8)} demos in {method_over.get('teacher_sets', 1)} "
@@ -119,7 +119,7 @@ def summary(out: Path, report: Path | None = Path("benchmarks/results/report.jso
         lines.append(f"| {method} | 0 | {samples} samples{teacher} | {s.mean:.3f} [{s.lo:.3f}, {s.hi:.3f}] | {per_seed} |")
         if ref in refs and s.n == len(SEEDS):
             name, acc = refs[ref]
-            v = verdict_ge(s, summarize_seeds([acc]))
+            v = verdict_ge(s, summarize_seeds([acc], bounds=(0.0, 1.0)))
             verdicts.append(f"- {claim}: **{v}** ({s.mean:.3f} vs {name} {acc:.3f})")
     if report is not None and report.exists():
         verdicts += training_cost_verdicts(json.loads(report.read_text()))

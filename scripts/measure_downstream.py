@@ -91,7 +91,7 @@ def summary(tasks: list[str], out: Path) -> str:
             acc = [r["results"][0]["accuracy"] for r in recs]
             con = [r["results"][0].get("content", float("nan")) for r in recs]
             cider = [r["results"][0]["cider"] for r in recs if "cider" in r["results"][0]]
-            s = summarize_seeds(acc)
+            s = summarize_seeds(acc, bounds=(0.0, 1.0))
             sums[method] = s
             lines.append(f"| {task} | {method} | {recs[0]['results'][0]['shots']} | {s.mean:.3f} [{s.lo:.3f}, {s.hi:.3f}] "
                          f"| {sum(con) / len(con):.3f} | {', '.join(f'{a:.3f}' for a in acc)} | "

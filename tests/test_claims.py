@@ -75,3 +75,11 @@ def test_seed_accuracies_read_the_committed_runs(tmp_path):
     want = [json.loads((CLAIMS_DIR / "downstream" / f"ft-caption.mmict.seed{i}.json").read_text())["results"][0]["accuracy"]
             for i in range(3)]
     assert seed_accuracies("downstream/ft-caption.mmict") == want
+
+
+def test_interval_is_cut_to_the_bounds_of_the_quantity():
+    xs = [1.0, 1.0, 0.997]
+    free, cut = summarize_seeds(xs), summarize_seeds(xs, bounds=(0.0, 1.0))
+    assert free.hi > 1.0 and cut.hi == 1.0 and cut.lo == pytest.approx(free.lo) and cut.mean == free.mean
+    low = summarize_seeds([0.0, 0.0, 0.01], bounds=(0.0, 1.0))
+    assert low.lo == 0.0 and low.hi == pytest.approx(summarize_seeds([0.0, 0.0, 0.01]).hi)

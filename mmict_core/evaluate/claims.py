@@ -37,8 +37,10 @@ class SeedSummary:
                 "values": [round(v, 4) for v in self.values]}
 
 
-def summarize_seeds(values: Sequence[float]) -> SeedSummary:
-    """Mean and 95% t-interval of per-seed values (one value: the interval is that point)."""
+def summarize_seeds(values: Sequence[float], bounds: tuple[float, float] | None = None) -> SeedSummary:
+    """Mean and 95% t-interval of per-seed values (one value: the interval is that point).  ``bounds``:
+    the range the quantity cannot leave (an accuracy: (0, 1)); the interval is cut to it, so three seeds
+    at 1.000, 1.000, 0.997 read [0.993, 1.000], not [0.993, 1.004]."""
     xs = [float(v) for v in values]
     if not xs:
         raise ValueError("no values to summarise")
@@ -49,7 +51,10 @@ def summarize_seeds(values: Sequence[float]) -> SeedSummary:
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
     t = T975.get(n - 1, 1.959964)
     half = t * sd / math.sqrt(n)
-    return SeedSummary(mean, mean - half, mean + half, n, tuple(xs))
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return SeedSummary(mean, lo, hi, n, tuple(xs))
 
 
 def verdict_ge(a: SeedSummary, b: SeedSummary, tie: float = 1e-9) -> str:
