@@ -183,11 +183,16 @@ def reused(job: dict, settings, claims_dir: Path = CLAIMS_DIR) -> dict | None:
     return None
 
 
-def measure(settings, out: Path, jobs: int = 1, reuse_claims: bool = False, log=print) -> list[dict]:
-    """Every planned run whose JSON is not under ``out`` yet, in ``jobs`` worker processes (longest
-    first); each JSON is written as soon as its run ends.  A failed run is logged and left out."""
+def measure(settings, out: Path, jobs: int = 1, reuse_claims: bool = False, only: tuple[str, ...] = (),
+            log=print) -> list[dict]:
+    """Every planned run whose JSON is not under ``out`` yet (``only``: those whose name matches one of
+    these shell patterns, e.g. ``lora.n50.*``), in ``jobs`` worker processes (longest first); each JSON
+    is written as soon as its run ends.  A failed run is logged and left out."""
+    from fnmatch import fnmatch
+
     out.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in plan(settings) if not (out / f"{j['name']}.json").exists()]
+    todo = [j for j in plan(settings) if not (out / f"{j['name']}.json").exists()
+            and (not only or any(fnmatch(j["name"], pat) for pat in only))]
     log(f"[data-efficiency] {len(todo)} run(s) to do under {out}")
 
     def save(job, rec):
@@ -242,15 +247,29 @@ def run(settings) -> dict:
     return de
 
 
-def write_report(report_dir: Path, de: dict) -> None:
-    """Replace section 4 of ``report_dir/report.json`` with ``de`` and rewrite report.md and the figures."""
-    from .report import write
+def write_report(report_dir: Path, de: dict) -> list[str]:
+    """Replace section 4 of ``report_dir/report.json`` with ``de``: rewrite report.json and report.md, write
+    section 4's figures and delete a stale one the summary no longer has (the other sections' files are
+    left as they are).  Returns the figure files written."""
+    from .data_summary import FIGURES, figures
+    from .report import _clean, goals, markdown
 
-    path = Path(report_dir) / "report.json"
+    report_dir = Path(report_dir)
+    path = report_dir / "report.json"
     report = json.loads(path.read_text())
     report["data_efficiency"] = de
-    report.setdefault("meta", {}).setdefault("section_s", {})["data_efficiency"] = 0.0
-    write(report, Path(report_dir))
+    figs = figures(de)
+    for name in FIGURES:
+        if name not in figs and (report_dir / name).exists():
+            (report_dir / name).unlink()
+    for name, fig in figs.items():
+        fig.write_html(report_dir / name, include_plotlyjs="directory")
+    report["figures"] = [f for f in report.get("figures", []) if f not in FIGURES] + list(figs)
+    goal_list = goals(report)
+    report["goals"] = [g.as_dict() for g in goal_list]
+    path.write_text(json.dumps(_clean(report), indent=1))
+    (report_dir / "report.md").write_text(markdown(report, goal_list))
+    return list(figs)
 
 
 def main(argv=None) -> int:
@@ -265,12 +284,14 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse-claims", action="store_true",
                     help="take a binding-claims run whose command is byte-identical instead of re-running it "
                          "(its loss curve was not recorded: its plateau check shows 'not checked')")
+    ap.add_argument("--only", default="", help="comma-separated run-name patterns to run (e.g. 'lora.n50.seed0,icl*')")
     ap.add_argument("--report", type=Path, default=None,
                     help="also put the summary into DIR/report.json as section 4 and rewrite DIR/report.md + figures")
     a = ap.parse_args(argv)
     if not a.summary:
         _init_worker(s.threads)
-        measure(s, a.out, jobs=a.jobs, reuse_claims=a.reuse_claims)
+        only = tuple(p.strip() for p in a.only.split(",") if p.strip())
+        measure(s, a.out, jobs=a.jobs, reuse_claims=a.reuse_claims, only=only)
     de = summarise(load_runs(a.out) if a.out.is_dir() else [], source=_shown(a.out), seeds=s.data_seeds)
     de["quick"] = False
     print("\n".join(markdown(de)))

@@ -12,6 +12,7 @@ from typing import Sequence
 # "trained to convergence": the mean training loss of the last 10% of steps differs from that of the
 # 10% before by less than PLATEAU_REL of the latter, or by less than PLATEAU_ABS nats (a loss near 0,
 # where a relative change of per-batch noise means nothing).  Fixed before any full run was looked at.
+FIGURES = ("fig_data_efficiency.html", "fig_shots.html")
 WINDOW = 0.10
 PLATEAU_REL = 0.05
 PLATEAU_ABS = 0.01
@@ -87,7 +88,7 @@ def summarise(runs: list[dict], source: str = "", seeds: Sequence[int] = (0, 1, 
     steps = sorted({r.get("steps") for r in trains if r.get("steps")})
     return {"source": source, "runs": len(runs), "train_runs": len(trains), "checkpoints": ck, "commits": commits,
             "steps": steps, "episodes": sorted({r["episodes"] for r in runs}),
-            "train_config": trains[0]["train_config"] if trains else None,
+            "train_config": next((r["train_config"] for r in trains if r.get("train_config")), None),
             "icl8": icl and {"shots": icl["shots"], "accuracy": icl["accuracy"]},
             "icl_fits": fits and {k: fits[k] for k in ("shots", "accuracies", "accuracy", "best_shots")},
             "data": data, "m2iv_shots": shots, "reaches_icl8_at": reaches,
@@ -120,13 +121,15 @@ def markdown(de: dict) -> list[str]:
                     "`python -m benchmarks.data_efficiency --jobs 2` (resumable), then "
                     "`python -m benchmarks.data_efficiency --summary --report benchmarks/results`.", ""]
     tc = de["train_config"] or {}
-    L += [f"From the {de['runs']} per-run JSON under `{de['source']}` (`python -m benchmarks.data_efficiency`), "
-          f"measured on checkpoint sha256 {', '.join(f'`{c[:16]}`' for c in de['checkpoints'])}, commit(s) "
-          f"{', '.join(f'`{c[:12]}`' for c in de['commits'])}. Fixed binding; every adapter trained with the starter "
-          f"library's budget ({', '.join(map(str, de['steps']))} steps, lr {tc.get('lr')}, batch {tc.get('batch_size')}, "
-          f"mix-fixed {tc.get('mix_fixed')}; only the samples change), scored at 0 demos on the same "
-          f"{', '.join(map(str, de['episodes']))} held-out test episodes (seed 0). Mean [95% t-interval over seeds]. "
-          f"Plateau check per run: {de['plateau_rule']}; runs that failed it are marked ⚠.", ""]
+    where = ("A --quick in-process run at toy sizes (not a measurement): " if de.get("quick") else
+             f"From the {de['runs']} per-run JSON under `{de['source']}` (`python -m benchmarks.data_efficiency`), ")
+    L += [where + f"measured on checkpoint sha256 {', '.join(f'`{c[:16]}`' for c in de['checkpoints'])}, commit(s) "
+          f"{', '.join(f'`{c[:12]}`' for c in de['commits'])}. Fixed binding; every adapter trained "
+          f"{', '.join(map(str, de['steps']))} steps, lr {tc.get('lr')}, batch {tc.get('batch_size')}, mix-fixed "
+          f"{tc.get('mix_fixed')}{'' if de.get('quick') else ' (the starter library budget)'} with only the samples "
+          f"changed, scored at 0 demos on the same {', '.join(map(str, de['episodes']))} held-out test episodes "
+          f"(seed 0). Mean [95% t-interval over seeds]. Plateau check per run: {de['plateau_rule']}; runs that "
+          "failed it are marked ⚠.", ""]
     if de.get("icl8"):
         L += [f"8-shot ICL: **{de['icl8']['accuracy']:.3f}**. "
               + (f"Best ICL that fits (k in {', '.join(map(str, de['icl_fits']['shots']))}, the demonstration counts the "

@@ -209,3 +209,42 @@ def test_three_step_run_end_to_end(tmp_path):
     out = ds.summarise(runs, source=str(tmp_path), seeds=(0,))
     assert out["data"][0]["values"] == [pytest.approx(rec["accuracy"], abs=1e-4)]
     assert out["icl_fits"]["shots"] == [1, 2, 4, 8]
+
+
+def test_only_patterns_pick_the_runs(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(de, "run_one", lambda job, sd: ran.append(job["name"]) or _fake(job, sd))
+    de.measure(full_settings(), tmp_path, only=("lora.n50.seed0", "icl*"), log=lambda *a: None)
+    assert sorted(ran) == ["icl", "icl-fits", "lora.n50.seed0"]
+
+
+# -- the full benchmark's section 4 reads the committed JSON; --report rewrites section 4 only ------------------
+
+def test_full_section_reads_the_json_and_report_rewrite(tmp_path):
+    runs, _ = _synthetic()
+    data = tmp_path / "runs"
+    data.mkdir()
+    for i, r in enumerate(runs):
+        (data / f"{i}.json").write_text(json.dumps(r))
+    section = de.run(full_settings(data_dir=str(data)))  # an absolute data_dir; nothing is trained
+    assert section["runs"] == len(runs) and not section["quick"]
+    assert {(r["method"], r["samples"]) for r in section["data"]} == {("hificl", 50), ("hificl", 1000), ("lora", 50),
+                                                                      ("lora", 1000), ("m2iv", 1000)}
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "fig_shots.html").write_text("stale")
+    (rep / "fig_other.html").write_text("other section")
+    (rep / "report.json").write_text(json.dumps({"meta": {"quick": False, "started": "2026-12-01 00:00:00", "wall_s": 1.0,
+                                                          "torch": "x", "threads": 1, "cpu_count": 2,
+                                                          "training_running": "no"},
+                                                 "settings": {}, "figures": ["fig_other.html", "fig_shots.html"],
+                                                 "data_efficiency": {"data": "old 120-step rows"}}))
+    written = de.write_report(rep, section)
+    assert written == ["fig_data_efficiency.html", "fig_shots.html"]
+    saved = json.loads((rep / "report.json").read_text())
+    assert saved["data_efficiency"]["runs"] == len(runs) and saved["figures"] == ["fig_other.html"] + written
+    assert (rep / "fig_other.html").read_text() == "other section" and (rep / "fig_shots.html").read_text() != "stale"
+    md = (rep / "report.md").read_text()
+    assert "## 4. Data efficiency and many-shot" in md and "old 120-step" not in md
+    de.write_report(rep, ds.summarise([], source="nowhere"))  # no runs: the stale figures go
+    assert not (rep / "fig_shots.html").exists() and json.loads((rep / "report.json").read_text())["figures"] == ["fig_other.html"]
