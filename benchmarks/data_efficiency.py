@@ -238,7 +238,7 @@ def run(settings) -> dict:
 
     if settings.quick:
         with tempfile.TemporaryDirectory() as tmp:
-            runs = measure(settings, Path(tmp), jobs=1, log=lambda *a: None)
+            runs = measure(settings, Path(tmp), jobs=settings.jobs, log=lambda *a: None)
         de = summarise(runs, source="a --quick in-process run at toy sizes (not a measurement)", seeds=settings.data_seeds)
     else:
         folder = ROOT / settings.data_dir
@@ -279,7 +279,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.data_efficiency", description=__doc__.split("\n\n")[0])
     s = full_settings()
     ap.add_argument("--out", type=Path, default=ROOT / s.data_dir, help=f"per-run JSON folder (default {s.data_dir})")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes, one torch thread each (default 1)")
+    ap.add_argument("--jobs", type=int, default=s.jobs, help=f"worker processes, one torch thread each (default {s.jobs})")
     ap.add_argument("--summary", action="store_true", help="run nothing: print section 4 from the JSON in --out")
     ap.add_argument("--reuse-claims", action="store_true",
                     help="take a binding-claims run whose command is byte-identical instead of re-running it "
@@ -290,8 +290,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if not a.summary:
         _init_worker(s.threads)
+        from . import data_efficiency as this  # under -m this file is __main__: workers get the package's functions
+
         only = tuple(p.strip() for p in a.only.split(",") if p.strip())
-        measure(s, a.out, jobs=a.jobs, reuse_claims=a.reuse_claims, only=only)
+        this.measure(s, a.out, jobs=a.jobs, reuse_claims=a.reuse_claims, only=only)
     de = summarise(load_runs(a.out) if a.out.is_dir() else [], source=_shown(a.out), seeds=s.data_seeds)
     de["quick"] = False
     print("\n".join(markdown(de)))

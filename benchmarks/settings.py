@@ -33,7 +33,7 @@ REAL_QUICK = (  # ~3 M parameters each (the 7B shapes: planned and skipped, as i
 class Settings:
     quick: bool = False
     threads: int = 1  # torch intra-op threads for every timing (tiny models: 1 is the least noisy)
-    jobs: int = 2  # worker processes for the data-efficiency / shot-scaling training runs
+    jobs: int = 2  # worker processes of `python -m benchmarks.data_efficiency` (section 4's measurement)
     seed: int = 0
     task: str = "binding"  # with fixed_binding: one colour -> word binding for train and test
     fixed_binding: bool = True

@@ -196,11 +196,11 @@ def test_figures_one_trace_per_method_and_the_icl_lines():
 
 # -- end to end at toy settings ---------------------------------------------------------------------
 
-def test_three_step_run_end_to_end(tmp_path):
+def test_three_step_run_end_to_end_in_two_workers(tmp_path):
     s = quick_settings(data_methods=("lora",), data_samples=(8,), data_seeds=(0,), shot_m2iv=(), eval_episodes=4)
     jobs = de.plan(s)
     assert [j["name"] for j in jobs] == ["icl", "icl-fits", "lora.n8.seed0"]
-    runs = de.measure(s, tmp_path, jobs=1, log=lambda *a: None)
+    runs = de.measure(s, tmp_path, jobs=2, log=lambda *a: None)  # 2 worker processes (spawned)
     rec = next(r for r in runs if r["kind"] == "train")
     assert rec["steps"] == 3 and rec["loss"]["steps"] == 3 and rec["train_config"]["samples"] == 8
     assert "--steps 3" in rec["command"] and "--batch-size 2" in rec["command"] and "--samples 8" in rec["command"]
