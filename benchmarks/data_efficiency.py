@@ -135,6 +135,8 @@ def run_one(job: dict, settings_dict: dict) -> dict:
     from .settings import Settings
 
     s = Settings(**settings_dict)
+    prov = _provenance()  # the checkpoint and commit this run starts from
+    t_start = time.perf_counter()
     bb = _backbone()
     task = get_task("binding", fixed_binding=True)
     n_ep = s.eval_episodes
@@ -160,7 +162,8 @@ def run_one(job: dict, settings_dict: dict) -> dict:
                    train_shots=getattr(m.config, "train_shots", None) if job["method"] == "m2iv" else None,
                    teacher_sets=getattr(m.config, "teacher_sets", None) if job["method"] == "m2iv" else None)
     rec["wilson95"] = list(wilson_interval(rec["accuracy"] * n_ep, n_ep))
-    rec.update(_provenance())
+    rec["seconds"] = round(time.perf_counter() - t_start, 1)  # the whole run: training and scoring
+    rec.update(prov)
     return rec
 
 
