@@ -172,9 +172,15 @@ def markdown(de: dict) -> list[str]:
 def _band(fig, x, lo, hi, name, color):
     import plotly.graph_objects as go
 
-    fig.add_trace(go.Scatter(x=list(x) + list(x)[::-1], y=list(hi) + list(lo)[::-1], fill="toself", fillcolor=color,
+    fig.add_trace(go.Scatter(x=list(x) + list(x)[::-1], y=list(hi) + list(lo)[::-1], mode="lines", fill="toself", fillcolor=color,
                              opacity=0.2, line=dict(width=0), hoverinfo="skip", showlegend=False,
                              name=f"{name} 95% interval", legendgroup=name))
+
+
+def _errors(rows: list[dict]) -> dict:
+    """Asymmetric error bars of the 95% intervals (seen also where a band has one point)."""
+    return dict(type="data", symmetric=False, array=[r["ci95"][1] - r["mean"] for r in rows],
+                arrayminus=[r["mean"] - r["ci95"][0] for r in rows], thickness=1)
 
 
 def _hline(fig, xs, y, name, dash):
@@ -200,11 +206,12 @@ def figures(de: dict) -> dict:
         c = PALETTE[i % len(PALETTE)]
         _band(fig, [r["samples"] for r in rows], [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], m, c)
         fig.add_trace(go.Scatter(x=[r["samples"] for r in rows], y=[r["mean"] for r in rows], mode="lines+markers", name=m,
-                                 legendgroup=m, line=dict(color=c)))
+                                 legendgroup=m, line=dict(color=c), error_y=_errors(rows)))
     if de.get("icl8"):
         _hline(fig, samples, de["icl8"]["accuracy"], "ICL 8-shot", "dot")
     fig.update_layout(title="Accuracy vs training samples (fixed binding; mean and 95% t-interval over seeds)",
                       xaxis_title="training samples", xaxis_type="log", yaxis_title="accuracy", template="plotly_white")
+    fig.update_xaxes(tickvals=samples)
     out["fig_data_efficiency.html"] = fig
     if de["m2iv_shots"]:
         fig = go.Figure()
@@ -212,15 +219,18 @@ def figures(de: dict) -> dict:
         x = [r["train_shots"] for r in rows]
         _band(fig, x, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], "M2IV", PALETTE[0])
         fig.add_trace(go.Scatter(x=x, y=[r["mean"] for r in rows], mode="lines+markers", name="M2IV (teacher demos)",
-                                 line=dict(color=PALETTE[0])))
+                                 line=dict(color=PALETTE[0]), error_y=_errors(rows)))
+        xs = list(x)
         if de.get("icl_fits"):
             f = de["icl_fits"]
+            xs += f["shots"]
             fig.add_trace(go.Scatter(x=f["shots"], y=f["accuracies"], mode="lines+markers", name="ICL (demos in context)",
                                      line=dict(color=PALETTE[1])))
-            _hline(fig, f["shots"] + x, f["accuracy"], f"best ICL that fits ({f['best_shots']}-shot)", "dash")
+            _hline(fig, xs, f["accuracy"], f"best ICL that fits ({f['best_shots']}-shot)", "dash")
         if de.get("icl8"):
-            _hline(fig, x, de["icl8"]["accuracy"], "ICL 8-shot", "dot")
+            _hline(fig, xs, de["icl8"]["accuracy"], "ICL 8-shot", "dot")
         fig.update_layout(title="M2IV vs teacher demonstrations (contexts of 8) against ICL", xaxis_title="demonstrations",
                           xaxis_type="log", yaxis_title="accuracy", template="plotly_white")
+        fig.update_xaxes(tickvals=sorted(set(xs)))
         out["fig_shots.html"] = fig
     return out
