@@ -200,7 +200,8 @@ def measure(settings, out: Path, jobs: int = 1, reuse_claims: bool = False, only
 
     def save(job, rec):
         (out / f"{job['name']}.json").write_text(json.dumps(rec, indent=1))
-        log(f"[data-efficiency] {job['name']}: accuracy {rec['accuracy']:.3f}, train {rec.get('train_seconds', 0)} s"
+        log(f"[data-efficiency] {job['name']}: accuracy {rec['accuracy']:.3f}, {rec.get('seconds', '?')} s"
+            + (f" (training {rec['train_seconds']} s)" if rec.get("train_seconds") is not None else "")
             + (f", plateau {rec['loss']['plateau']}" if rec.get("loss") else ""))
 
     if reuse_claims:
