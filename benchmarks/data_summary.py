@@ -92,6 +92,7 @@ def summarise(runs: list[dict], source: str = "", seeds: Sequence[int] = (0, 1, 
             "icl8": icl and {"shots": icl["shots"], "accuracy": icl["accuracy"]},
             "icl_fits": fits and {k: fits[k] for k in ("shots", "accuracies", "accuracy", "best_shots")},
             "data": data, "m2iv_shots": shots, "reaches_icl8_at": reaches,
+            "reused": sorted(r["reused_from"] for r in trains if r.get("reused_from")),
             "plateau_rule": f"|mean(last {WINDOW:.0%}) - mean(previous {WINDOW:.0%})| < {PLATEAU_REL:.0%} of the "
                             f"latter or < {PLATEAU_ABS:g} nats"}
 
@@ -130,6 +131,10 @@ def markdown(de: dict) -> list[str]:
           f"changed, scored at 0 demos on the same {', '.join(map(str, de['episodes']))} held-out test episodes "
           f"(seed 0). Mean [95% t-interval over seeds]. Plateau check per run: {de['plateau_rule']}; runs that "
           "failed it are marked ⚠.", ""]
+    if de.get("reused"):
+        L += [f"{len(de['reused'])} run(s) taken from the binding claims (`--reuse-claims`: byte-identical command; no "
+              f"loss curve recorded, so no plateau check; checkpoint not recorded): "
+              + ", ".join(f"`{Path(p).name}`" for p in de["reused"]) + ".", ""]
     if de.get("icl8"):
         L += [f"8-shot ICL: **{de['icl8']['accuracy']:.3f}**. "
               + (f"Best ICL that fits (k in {', '.join(map(str, de['icl_fits']['shots']))}, the demonstration counts the "

@@ -90,6 +90,9 @@ def test_reuse_only_a_byte_identical_command(tmp_path):
     rec = de.reused(job, s, tmp_path)
     assert rec["accuracy"] == 0.97 and rec["loss"] is None and rec["variant"] == "hificl" and rec["samples"] == 300
     assert de.reused(jobs["hificl.n300.seed2"], s, tmp_path) is None  # another seed: another command
+    out = ds.summarise([rec], source="x")
+    assert out["data"][0]["unchecked"] == [1] and out["reused"] == [rec["reused_from"]]
+    assert "plateau not checked: seed 1" in "\n".join(ds.markdown(out)) and "taken from the binding claims" in "\n".join(ds.markdown(out))
     (tmp_path / "a.json").write_text(json.dumps({**claim, "command": claim["command"] + " "}))
     assert de.reused(job, s, tmp_path) is None
 
