@@ -49,3 +49,10 @@ clean-venv:
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Section 4's measurement (hours of CPU; resumable): 66 training runs, one JSON each in
+# benchmarks/results/data_efficiency/, then section 4 of report.md and its figures from them
+.PHONY: bench-data
+bench-data: $(STAMP)
+	$(BIN)/python -m benchmarks.data_efficiency --jobs 2
+	$(BIN)/python -m benchmarks.data_efficiency --summary --report benchmarks/results

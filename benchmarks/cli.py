@@ -53,7 +53,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny settings (about 30 s): every section, few repeats")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the timings (default 1)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes for section 4 (default: 2 full, 1 quick)")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes for the --quick section 4 runs (default 1; the full run only reads section 4's committed JSON: measure it with python -m benchmarks.data_efficiency --jobs N)")
     p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SECTIONS)}")
     return p.parse_args(argv)
 
@@ -120,7 +120,7 @@ def _run(quick: bool, out: Path, threads: int, jobs: int | None, only: tuple[str
         ("hotpath", lambda: s_hot.run(bb, settings)),
         ("compare", lambda: s_compare.run(bb, settings)),
         ("backbone", lambda: s_backbone.run(settings)),
-        ("data_efficiency", lambda: s_data.run(settings)),  # last: its worker processes load the CPU
+        ("data_efficiency", lambda: s_data.run(settings)),  # full: reads the committed JSON; --quick: trains in-process
     ]
     for name, fn in steps:
         if only and name not in only:

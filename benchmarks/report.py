@@ -93,10 +93,6 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines
 
 
-def _acc(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
 def _notes(notes) -> list[str]:
     return [f"- {n}" for n in notes] + [""]
 
@@ -174,31 +170,9 @@ def markdown(report: dict, goal_list: list[Goal]) -> str:
 
     de = report.get("data_efficiency")
     if de:
-        L += ["## 4. Data efficiency and shot scaling", ""]
-        samples = sorted({r["samples"] for r in de["data"]})
-        methods = list(dict.fromkeys(r["method"] for r in de["data"]))
-        L += [f"### Accuracy vs training samples ({de['steps']} steps x batch {de['batch']}, {de['eval_episodes']} test episodes; "
-              f"chance {de['chance_0_demos']:.3f} at 0 demos, {de['chance']:.3f} for ICL)", ""]
-        L += _table(["method"] + [f"{n} samples" for n in samples] + ["loss first -> last (largest)", "train s (largest)"],
-                    [[m] + [_acc(_row(de["data"], method=m, samples=n)["accuracy"]) for n in samples]
-                     + [f"{_row(de['data'], method=m, samples=samples[-1])['first_loss']:.3f} -> "
-                        f"{_row(de['data'], method=m, samples=samples[-1])['final_loss']:.3f}",
-                        f"{_row(de['data'], method=m, samples=samples[-1])['train_s']:.1f}"] for m in methods])
-        flat = [m for m in methods if all(r["accuracy"] <= de["chance_0_demos"] + 0.05 for r in de["data"] if r["method"] == m)]
-        if flat:
-            L += ["", f"At this budget {', '.join(flat)} stay{'s' if len(flat) == 1 else ''} within 0.05 of the 0-demo chance "
-                      f"({de['chance_0_demos']:.3f}) at every sample size (losses in the table): at this step budget the curve says "
-                      f"nothing about {'its' if len(flat) == 1 else 'their'} data efficiency."]
-        L += ["", "### Accuracy vs shots: plain ICL", ""]
-        L += _table(["shots", "LM tokens", f"fits {de['context_length']}?", "accuracy"],
-                    [[r["shots"], r["tokens"], "yes" if r["fits"] else "no", _acc(r["accuracy"]) if r["fits"] else "does not fit"]
-                     for r in de["icl"]])
-        L += ["", "### Accuracy vs shots: M2IV (0 demos at inference; the teacher reads the shots)", ""]
-        L += _table(["teacher shots", "contexts", "demos / context", "tokens / context", "as one context", "fits one?", "accuracy", "train s"],
-                    [[r["train_shots"], r["teacher_sets"], r["demos_per_context"], r["tokens_per_context"], r["tokens_if_one_context"],
-                      "yes" if r["fits_one_context"] else "no", _acc(r["accuracy"]), f"{r['train_s']:.1f}"] for r in de["m2iv_shots"]])
-        L += ["", f"Section wall time {de['wall_s']:.1f} s with {de['jobs']} worker(s) ({de['cpu_s']:.0f} CPU-seconds of work).", ""] + _notes(de["notes"])
+        from .data_summary import markdown as data_markdown
 
+        L += data_markdown(de)
     hp = report.get("hotpath")
     if hp:
         L += ["## 5. HiFICL hot path: fused single-SDPA attention vs the original split path", ""]
@@ -248,8 +222,6 @@ def markdown(report: dict, goal_list: list[Goal]) -> str:
 def figures(report: dict, out: Path) -> list[str]:
     import plotly.graph_objects as go
 
-    from mmict_core.viz.curves import accuracy_vs_shots
-
     written = []
 
     def save(fig, name):
@@ -296,21 +268,10 @@ def figures(report: dict, out: Path) -> list[str]:
         save(fig, "fig_backbone.html")
     de = report.get("data_efficiency")
     if de:
-        fig = go.Figure()
-        for m in dict.fromkeys(r["method"] for r in de["data"]):
-            rows = [r for r in de["data"] if r["method"] == m]
-            fig.add_trace(go.Scatter(x=[r["samples"] for r in rows], y=[r["accuracy"] for r in rows], mode="lines+markers", name=m))
-        icl8 = _row(de["icl"], shots=8)
-        if icl8 and icl8.get("accuracy") is not None:
-            fig.add_hline(y=icl8["accuracy"], line_dash="dot", annotation_text="ICL 8-shot")
-        if de.get("chance_0_demos") is not None:
-            fig.add_hline(y=de["chance_0_demos"], line_dash="dash", line_color="grey", annotation_text="chance at 0 demos")
-        fig.update_layout(title=f"Accuracy vs training samples ({de['task']}, {de['steps']} steps)", xaxis_title="training samples",
-                          xaxis_type="log", yaxis_title="accuracy", template="plotly_white")
-        save(fig, "fig_data_efficiency.html")
-        series = {"ICL (demos in context)": {r["shots"]: r["accuracy"] for r in de["icl"] if r["accuracy"] is not None},
-                  "M2IV (teacher shots, 0 demos at inference)": {r["train_shots"]: r["accuracy"] for r in de["m2iv_shots"]}}
-        save(accuracy_vs_shots(series, chance=de.get("chance"), title=f"Accuracy vs shots ({de['task']})"), "fig_shots.html")
+        from .data_summary import figures as data_figures
+
+        for name, fig in data_figures(de).items():
+            save(fig, name)
     hp = report.get("hotpath")
     if hp:
         fig = go.Figure()

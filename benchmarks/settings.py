@@ -33,7 +33,7 @@ REAL_QUICK = (  # ~3 M parameters each (the 7B shapes: planned and skipped, as i
 class Settings:
     quick: bool = False
     threads: int = 1  # torch intra-op threads for every timing (tiny models: 1 is the least noisy)
-    jobs: int = 2  # worker processes for the data-efficiency / shot-scaling training runs
+    jobs: int = 2  # worker processes of `python -m benchmarks.data_efficiency` (section 4's measurement)
     seed: int = 0
     task: str = "binding"  # with fixed_binding: one colour -> word binding for train and test
     fixed_binding: bool = True
@@ -60,15 +60,18 @@ class Settings:
     real_configs: tuple = REAL_FULL  # (kind, candidate LM sizes) of the tiny random real-class configs
     ram_budget_gb: float = 8.0  # real-class sizes whose estimated fp32 peak exceeds this are skipped
 
-    # 4. data efficiency and shot scaling
-    data_methods: tuple = ("hificl", "mimic", "m2iv", "lora")
-    data_samples: tuple = (50, 200, 1000)
-    data_steps: int = 120
-    data_batch: int = 8
-    eval_episodes: int = 100
-    shot_icl: tuple = (0, 1, 2, 4, 8, 16, 32, 64, 72)  # 72 demos (1,094 tokens) no longer fit the 1,024-token context
-    shot_m2iv: tuple = ((2, 1), (8, 1), (16, 1), (72, 2))  # (train_shots, teacher_sets): 72 = 2 contexts of 36
-    shot_samples: int = 200  # training samples of the M2IV shot runs (the 8-shot run is shared with data efficiency)
+    # 4. data efficiency and many-shot (benchmarks.data_efficiency): the full benchmark reads the committed
+    # per-run JSON under data_dir (measured by `python -m benchmarks.data_efficiency`, ~hours of CPU); --quick
+    # runs the same code in-process at toy sizes.  Every adapter: the starter library's budget
+    # (casestudy.starter_train_config: 2,000 steps, lr 5e-3, batch 8, mix-fixed 0.5) with only `samples`
+    # changed, plus data_train (quick: fewer steps), scored on eval_episodes held-out test episodes (seed 0)
+    data_methods: tuple = ("hificl", "mimic", "live", "m2iv", "lora")
+    data_samples: tuple = (50, 100, 300, 1000)
+    data_seeds: tuple = (0, 1, 2)
+    data_train: dict = field(default_factory=dict)  # TrainConfig overrides besides samples (none: the library's)
+    eval_episodes: int = 300  # the binding claims' 300 test episodes (seed 0)
+    shot_m2iv: tuple = ((8, 1), (16, 2), (32, 4))  # M2IV teacher (demos, contexts of 8) at the largest data_samples
+    data_dir: str = "benchmarks/results/data_efficiency"  # the committed per-run JSON (relative to the repository)
 
     # 5. hot path
     hot_rounds: int = 20
@@ -93,8 +96,8 @@ def quick_settings(**overrides) -> Settings:
         icl_shots=(1, 8), latency_rounds=3, latency_episodes=2, scaled_inference=dict(lm_hidden=256, lm_layers=4, lm_heads=4, lm_intermediate=688),
         scaled_rounds=2, train_batch=2, train_rounds=2, memory_repeats=1,
         scaled_configs=SCALED_QUICK, real_configs=REAL_QUICK, backbone_rounds=2, backbone_tokens=16,
-        data_samples=(8, 32), data_steps=3, data_batch=2, eval_episodes=8,
-        shot_icl=(0, 2, 8, 72), shot_m2iv=((2, 1), (8, 2)), shot_samples=8,
+        data_samples=(8, 32), data_seeds=(0, 1), data_train={"steps": 3, "batch_size": 2}, eval_episodes=8,
+        shot_m2iv=((8, 1), (16, 2)),
         hot_rounds=3, hot_batch=2, profile_iters=2, compare_shots=2, compare_rounds=2,
     )
     for k, v in overrides.items():

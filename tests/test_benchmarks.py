@@ -17,7 +17,6 @@ if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder of the repos
 
 from benchmarks import report as rep  # noqa: E402
 from benchmarks.backbone import weight_bytes  # noqa: E402
-from benchmarks.data_efficiency import plan  # noqa: E402
 from benchmarks.settings import full_settings, quick_settings  # noqa: E402
 from benchmarks.stats import Goal, peak_rss_delta, ratio, ratios, round_robin, summarize, timed  # noqa: E402
 
@@ -144,17 +143,9 @@ def test_goals_from_a_synthetic_report():
     assert len(empty) == 4 and all(g.status == "FAIL" and g.value is None for g in empty)
 
 
-def test_data_plan_merges_the_shared_m2iv_run():
-    s = full_settings()
-    jobs = plan(s)
-    trains = [j for j in jobs if j["kind"] == "train"]
-    assert sum(j["kind"] == "icl" for j in jobs) == 1
-    # 4 methods x 3 sample sizes, plus the M2IV shot runs other than the default 8-shot one (shared)
-    assert len(trains) == len(s.data_methods) * len(s.data_samples) + len(s.shot_m2iv) - 1
-    keys = [(j["method"], j["samples"], tuple(sorted(j["overrides"].items()))) for j in trains]
-    assert len(keys) == len(set(keys))
-    assert ("m2iv", 200, (("teacher_sets", 2), ("train_shots", 72))) in keys
+def test_quick_settings():  # section 4's plan: tests/test_data_efficiency.py
     assert quick_settings().quick and quick_settings(jobs=3).jobs == 3
+    assert not full_settings().quick and full_settings().data_train == {}  # the full runs: the library's budget
 
 
 # -- the --quick run ------------------------------------------------------------------------------
