@@ -41,7 +41,7 @@ def _seed_stats(recs: list[dict]) -> dict:
     from mmict_core.evaluate.claims import summarize_seeds
 
     recs = sorted(recs, key=lambda r: r["seed"])
-    s = summarize_seeds([r["accuracy"] for r in recs])
+    s = summarize_seeds([r["accuracy"] for r in recs], bounds=(0.0, 1.0))
     plateau = [(r.get("loss") or {}).get("plateau") for r in recs]
     return {**s.as_dict(), "per_seed": {r["seed"]: r["accuracy"] for r in recs}, "plateau": plateau,
             "not_plateaued": [r["seed"] for r, p in zip(recs, plateau) if p is False],
@@ -60,9 +60,9 @@ def summarise(runs: list[dict], source: str = "", seeds: Sequence[int] = (0, 1, 
     fits = next((r for r in runs if r["kind"] == "icl-fits"), None)
     refs = {}
     if icl:
-        refs["icl8"] = summarize_seeds([icl["accuracy"]])
+        refs["icl8"] = summarize_seeds([icl["accuracy"]], bounds=(0.0, 1.0))
     if fits:
-        refs["icl-best"] = summarize_seeds([fits["accuracy"]])
+        refs["icl-best"] = summarize_seeds([fits["accuracy"]], bounds=(0.0, 1.0))
     data, shots = [], []
     groups: dict[tuple, list[dict]] = {}
     for r in trains:

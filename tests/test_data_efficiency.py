@@ -132,7 +132,7 @@ def test_summary_mean_interval_and_verdicts_by_plain_recomputation():
         mean, sd = statistics.mean(accs), statistics.stdev(accs)
         half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
         assert rows[key]["mean"] == pytest.approx(mean, abs=1e-4)
-        assert rows[key]["ci95"] == pytest.approx([mean - half, mean + half], abs=1e-4)
+        assert rows[key]["ci95"] == pytest.approx([max(mean - half, 0.0), min(mean + half, 1.0)], abs=1e-4)  # cut to [0, 1]
         assert rows[key]["values"] == pytest.approx(accs, abs=1e-4)
     # vs ICL 8-shot 0.9: hificl@50 interval entirely below; hificl@1000 entirely above; lora@1000 ties at every seed
     assert rows["hificl", 50]["vs_icl8"] == "does not hold" and rows["hificl", 1000]["vs_icl8"] == "holds"
