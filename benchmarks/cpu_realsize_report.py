@@ -3,7 +3,8 @@
 
 Fits (least squares, :func:`benchmarks.stats.linear_fit`): per model, bare per-token decode latency =
 a + b x context; per class of the size trend, decode latency at ``trend_context`` = a + b x decoder parameters,
-and each method's training-step time = a + b x decoder parameters.  Goals are issue 23's
+each adapter's decode latency / bare there = a + b x decoder parameters, and each method's training-step time =
+a + b x decoder parameters.  Goals are issue 23's
 (:func:`benchmarks.gpu_report.goals`, at >= 1 B decoder parameters) plus the same limits on the per-token decode
 latency at each adapter context; a goal whose value was not measured FAILs.
 """
@@ -38,6 +39,11 @@ NOTES = [
     "Per-query latency and training steps: benchmarks.gpu.measure_queries / measure_training (the GPU script's code) "
     "on the CPU; peak memory there = the process's peak resident set size (VmHWM reset before each measurement).",
     "Goals at >= 1 B decoder parameters only (embeddings + layers + final norm); the smaller models feed the trends.",
+    "InstructBLIP-Vicuna's published max_position_embeddings is 2048: its 4k-context rows measure the cost of a "
+    "4k cache (RoPE positions are computed, not looked up), not a context the checkpoint was trained for. Qwen2-VL's "
+    "image tokens follow the image size: 144 = the project adapter's 336 px square.",
+    "The 1-minute load average at the start and end is recorded (load_start / load_end): the machine is shared, and "
+    "a busy one inflates every time alike within a run (ratios) but not the absolute seconds.",
 ]
 
 
@@ -71,10 +77,11 @@ def model_goals(res: dict, s: dict) -> list[Goal]:
 
 def fits(report: dict) -> dict:
     """Least-squares trends of a run: decode vs context per model (bare), decode vs decoder parameters at the
-    trend context per class, training step vs decoder parameters per (class, method)."""
+    trend context per class, each adapter's decode ratio to bare vs decoder parameters, training step vs decoder
+    parameters per (class, method)."""
     s = report["settings"]
     T0 = s["adapter_contexts"][0]
-    out = {"context": {}, "size": {}, "training_size": {}, "trend_context": T0}
+    out = {"context": {}, "size": {}, "overhead_size": {}, "training_size": {}, "trend_context": T0}
     done = [m for m in report["models"] if "lm_parameters" in m]
     for m in done:
         pts = [(r["context"], r["token_s"]["median"]) for r in m.get("decode") or [] if r["config"] == "bare" and "token_s" in r]
@@ -88,6 +95,14 @@ def fits(report: dict) -> dict:
                if r["config"] == "bare" and r["context"] == T0 and "token_s" in r]
         if len({x for x, _ in pts}) >= 2:
             out["size"][cls] = linear_fit(*zip(*pts))
+        over: dict[str, list] = {}
+        for m in ms:
+            for r in m.get("decode") or []:
+                if r["config"] != "bare" and r["context"] == T0 and r.get("ratio_to_bare") is not None:
+                    over.setdefault(r["config"], []).append((m["lm_parameters"], r["ratio_to_bare"]))
+        for label, p in over.items():
+            if len({x for x, _ in p}) >= 2:
+                out["overhead_size"][f"{cls}: {label}"] = linear_fit(*zip(*p))
         steps: dict[str, list] = {}
         for m in ms:
             for r in m.get("training") or []:
@@ -123,7 +138,9 @@ def summary(report: dict) -> list[str]:
     """The goals table, a per-model table and the fits: the part shared by the .md and the README block."""
     env, s = report["environment"], report["settings"]
     gl = report.get("goals", [])
-    L = [f"{env['device']}, {report.get('threads')} torch threads, torch {env['torch']}, bitsandbytes "
+    load = report.get("load_start")
+    L = [f"{env['device']}, {report.get('threads')} torch threads"
+         + (f" (1-minute load average {load[0]:.1f} at the start)" if load else "") + f", torch {env['torch']}, bitsandbytes "
          f"{env['bitsandbytes']}, dtype {s['dtype']}; {env['date']}; commit "
          f"`{(env.get('git') or {}).get('commit', 'n/a')}`; {report.get('seconds', 0):.0f} s of a {s['budget_s']:.0f} s "
          f"budget. **{sum(g['passed'] for g in gl)} of {len(gl)} goals PASS.**", "",
@@ -147,6 +164,9 @@ def summary(report: dict) -> list[str]:
                  + " | ".join(_ms(bare.get(T)) for T in ctxs) + f" | {_ms(f['slope'] * 1000) if f else 'n/a'} |")
     for cls, f in (fit.get("size") or {}).items():
         L.append(f"\nDecode latency vs size ({cls} class, {fit['trend_context']} context): {_fit_line(f, '1 B parameters', 1e9)}.")
+    for key, f in (fit.get("overhead_size") or {}).items():
+        L.append(f"\nDecode latency / bare vs size ({key}, {fit['trend_context']} context): {f['intercept']:.3f} + "
+                 f"{f['slope'] * 1e9:.3f} per 1 B parameters ({f['n']} points).")
     for key, f in (fit.get("training_size") or {}).items():
         L.append(f"\nTraining step vs size ({key}): {_fit_line(f, '1 B parameters', 1e9)}.")
     return L

@@ -139,16 +139,17 @@ def test_linear_fit_against_numpy():
 
 def _synthetic_report():
     """Two sizes of one class and one of another: decode rows and training rows with made-up seconds."""
-    def dec(ctx_s):
-        return [{"config": "bare", "context": T, "token_s": {"median": v}} for T, v in ctx_s.items()]
+    def dec(ctx_s, hificl=None):
+        rows = [{"config": "bare", "context": T, "token_s": {"median": v}} for T, v in ctx_s.items()]
+        return rows + ([{"config": "HiFICL", "context": 1024, "ratio_to_bare": hificl}] if hificl else [])
 
     def tr(v):
         return [{"label": "HiFICL", "step_s": {"median": v}}, {"label": "LoRA", "step_s": {"median": 2 * v}}]
 
     models = [
-        {"model": "a-1b", "shape_name": "a", "lm_parameters": 1.0e9, "decode": dec({512: 1.0, 1024: 1.2, 4096: 2.5}),
+        {"model": "a-1b", "shape_name": "a", "lm_parameters": 1.0e9, "decode": dec({512: 1.0, 1024: 1.2, 4096: 2.5}, 1.02),
          "training": tr(3.0)},
-        {"model": "a-0.5b", "shape_name": "a", "lm_parameters": 0.5e9, "decode": dec({1024: 0.7, 4096: 1.1}),
+        {"model": "a-0.5b", "shape_name": "a", "lm_parameters": 0.5e9, "decode": dec({1024: 0.7, 4096: 1.1}, 1.06),
          "training": tr(1.0)},
         {"model": "b-1b", "shape_name": "b", "lm_parameters": 1.1e9, "decode": dec({1024: 1.5})},
         {"model": "c", "skipped": True},
@@ -163,6 +164,7 @@ def test_fits_against_a_plain_recomputation():
     assert set(f["context"]) == {"a-1b", "a-0.5b"}  # b-1b has one context only: no line
     assert f["trend_context"] == 1024
     assert f["size"]["a"]["slope"] == pytest.approx((1.2 - 0.7) / 0.5e9) and set(f["size"]) == {"a"}
+    assert f["overhead_size"]["a: HiFICL"]["slope"] == pytest.approx((1.02 - 1.06) / 0.5e9) and len(f["overhead_size"]) == 1
     assert f["training_size"]["a: LoRA"]["slope"] == pytest.approx((6.0 - 2.0) / 0.5e9)
     assert f["training_size"]["a: HiFICL"]["intercept"] == pytest.approx(-1.0)
 
