@@ -57,7 +57,9 @@ TINY_MODELS = (("idefics2-tiny", "idefics2-8b", None, None), ("qwen2-vl-tiny", "
 class CpuSettings(gpu.GpuSettings):
     scale: str = "1b"  # '1b' (>= 1 B decoder parameters; the trend models smaller) or 'tiny'
     device: str = "cpu"
-    dtype: str = "float32"  # non-quantised weights and the 4-bit compute dtype
+    # non-quantised weights and the 4-bit compute dtype: bf16 stores what the GPU run's fp16 stores (2 B) and ran
+    # a 2-layer Idefics2-width decode step ~3x faster than fp32 here (bitsandbytes dequantises to it every forward)
+    dtype: str = "bfloat16"
     models: tuple = MODELS
     budget_s: float = 2400.0  # 40 min of measurements
     threads: int = 0  # torch threads (0: all cores)
@@ -67,22 +69,22 @@ class CpuSettings(gpu.GpuSettings):
     adapter_models: tuple = tuple(m[0] for m in MODELS)  # every model: overhead vs context and vs size
     query_models: tuple = ("idefics2-1b",)  # the papers' 64 image tokens per image (add instructblip-vicuna-1b: 32)
     train_models: tuple = ("idefics2-1b", "idefics2-0.25b", "idefics2-0.5b")  # the last two: the size trend
-    query_rounds: int = 1  # after one warm-up query
+    query_rounds: int = 2  # after one warm-up query
     train_rounds: int = 1
     need_s: dict = None  # type: ignore[assignment]
     reserve_s: float = 0.0
 
     def __post_init__(self):
         if self.need_s is None:
-            # ~7.5 s per forward at 1 B (fp32, 2 cores shared with a training run): decode ~28 forwards,
-            # queries ~16 (3 forwards each), training 8 steps
+            # measured: ~7.5 s per forward of the 1 B Idefics2 in fp32 on 2 cores shared with a training run
+            # (bf16 ~3x less); decode ~29 forwards per model, queries 8 x 3 queries of 3 forwards, training 8 steps
             self.need_s = {"build": 120, "decode": 120, "queries": 240, "training": 240}
 
 
 def tiny_cpu_settings(**over) -> CpuSettings:
     """The same code at toy sizes (tests): four tiny models of the four classes, seconds in all."""
     names = tuple(m[0] for m in TINY_MODELS)
-    s = CpuSettings(scale="tiny", models=TINY_MODELS, budget_s=600.0, decode_contexts=(16, 32, 48, 64),
+    s = CpuSettings(scale="tiny", models=TINY_MODELS, budget_s=600.0, dtype="float32", decode_contexts=(16, 32, 48, 64),
                     adapter_contexts=(16, 64), decode_steps=2, adapter_models=names[:1], query_models=names[:1],
                     train_models=names[:1], query_rounds=1, query_episodes=1, new_tokens=2, mimic_teachers=(2, 4),
                     need_s={"build": 0, "decode": 0, "queries": 0, "training": 0})
