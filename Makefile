@@ -49,3 +49,8 @@ clean-venv:
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Real classes at >= 1 B parameters in 4-bit on this CPU (<= 40 min of measurements): benchmarks/results/realsize_cpu/
+.PHONY: bench-realsize-cpu
+bench-realsize-cpu: $(STAMP)
+	PYTHON=$(BIN)/python bash benchmarks/cpu_realsize.sh $(BENCH_ARGS)

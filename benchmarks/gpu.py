@@ -424,7 +424,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="cuda (default) or cpu")
     p.add_argument("--scale", choices=("full", "tiny"), default=None)
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default=None)
-    p.add_argument("--models", default=None, help="comma-separated: idefics2-8b, llava-interleave-qwen-7b")
+    p.add_argument("--models", default=None, help="comma-separated shapes of realsize.SHAPES (default: idefics2-8b, "
+                   "llava-interleave-qwen-7b; also instructblip-vicuna-7b, qwen2-vl-7b)")
     p.add_argument("--budget-s", type=float, default=None, help="seconds of measurements (default 420; imports and start-up come on top)")
     p.add_argument("--out", default=None, help="output folder (default: $OUT if set, else benchmarks/results/gpu)")
     a = p.parse_args(argv)
