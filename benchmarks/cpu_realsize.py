@@ -57,8 +57,9 @@ TINY_MODELS = (("idefics2-tiny", "idefics2-8b", None, None), ("qwen2-vl-tiny", "
 class CpuSettings(gpu.GpuSettings):
     scale: str = "1b"  # '1b' (>= 1 B decoder parameters; the trend models smaller) or 'tiny'
     device: str = "cpu"
-    # non-quantised weights and the 4-bit compute dtype: bf16 stores what the GPU run's fp16 stores (2 B) and ran
-    # a 2-layer Idefics2-width decode step ~3x faster than fp32 here (bitsandbytes dequantises to it every forward)
+    # non-quantised weights and the 4-bit compute dtype: bf16 stores what the GPU run's fp16 stores (2 B), and a
+    # 4-layer Idefics2-width decode step ran in 2.9 s vs 5.2 s in fp32 here (interleaved, median of 3; the CPU
+    # shared with a training run): bitsandbytes dequantises every weight to it on every forward
     dtype: str = "bfloat16"
     models: tuple = MODELS
     budget_s: float = 2400.0  # 40 min of measurements
@@ -77,7 +78,7 @@ class CpuSettings(gpu.GpuSettings):
     def __post_init__(self):
         if self.need_s is None:
             # measured: ~7.5 s per forward of the 1 B Idefics2 in fp32 on 2 cores shared with a training run
-            # (bf16 ~3x less); decode ~29 forwards per model, queries 8 x 3 queries of 3 forwards, training 8 steps
+            # (bf16 ~1.5x less); decode ~29 forwards per model, queries 8 x 3 queries of 3 forwards, training 8 steps
             self.need_s = {"build": 120, "decode": 120, "queries": 240, "training": 240}
 
 
