@@ -285,7 +285,8 @@ def run(s: CpuSettings, out: Path) -> dict:
                 print(f"[cpu realsize] {spec[0]} failed: {res['error']}", flush=True)
             save()
     save()
-    rep.figure(report, out / f"fig_{path.stem}.html")
+    shared = DEFAULT_OUT.parent / "plotly.min.js" if out.resolve() == DEFAULT_OUT else None  # not committed twice
+    rep.figure(report, out / f"fig_{path.stem}.html", shared)
     for g in report["goals"]:
         print(("[PASS] " if g["passed"] else "[FAIL] ") + f"{g['name']}: "
               + ("not measured" if g["value"] is None else f"{g['value']:.3f}") + f" (goal {g['op']} {g['threshold']:g})")

@@ -11,6 +11,7 @@ latency at each adapter context; a goal whose value was not measured FAILs.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -206,9 +207,10 @@ def markdown(report: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def figure(report: dict, path: Path) -> None:
+def figure(report: dict, path: Path, shared_js: Path | None = None) -> None:
     """Decode latency vs context (bare per model; each adapter of the first model), decode latency vs decoder
-    parameters, training step vs decoder parameters -- measured points and fitted lines (plotly, offline html)."""
+    parameters, training step vs decoder parameters -- measured points and fitted lines (plotly, offline html
+    referring to ``shared_js``, written there if missing; else to a plotly.min.js beside it)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -250,7 +252,14 @@ def figure(report: dict, path: Path) -> None:
     fig.update_xaxes(title_text="decoder parameters", row=1, col=3)
     fig.update_layout(title=f"Real-size 4-bit on the CPU ({report['settings']['scale']} scale): points measured, "
                             f"dotted lines least-squares fits", template="plotly_white")
-    fig.write_html(path, include_plotlyjs="directory")
+    if shared_js is None:
+        fig.write_html(path, include_plotlyjs="directory")  # plotly.min.js beside the figure (viewable offline)
+        return
+    if not shared_js.is_file():  # the git-ignored copy of benchmarks/results/, as `python -m benchmarks` writes it
+        from plotly.offline import get_plotlyjs
+
+        shared_js.write_text(get_plotlyjs())
+    fig.write_html(path, include_plotlyjs=os.path.relpath(shared_js, path.parent))
 
 
 # ---------------------------------------------------------------------------------------------
