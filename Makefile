@@ -56,3 +56,8 @@ bench: $(STAMP)
 bench-data: $(STAMP)
 	$(BIN)/python -m benchmarks.data_efficiency --jobs 2
 	$(BIN)/python -m benchmarks.data_efficiency --summary --report benchmarks/results
+
+# Real classes at >= 1 B parameters in 4-bit on this CPU (<= 40 min of measurements): benchmarks/results/realsize_cpu/
+.PHONY: bench-realsize-cpu
+bench-realsize-cpu: $(STAMP)
+	PYTHON=$(BIN)/python bash benchmarks/cpu_realsize.sh $(BENCH_ARGS)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .gpu_report import ADAPTERS, DISPLAY, NOTES, environment, goals, markdown
+from .realsize import lm_formula
 from .stats import Goal, ratio, summarize
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gpu"
@@ -98,18 +99,25 @@ def _sync(device: torch.device) -> None:
 
 
 def _reset_peak(device: torch.device) -> int:
-    """Reset the device's peak-memory counter; returns the bytes allocated now (0 off CUDA)."""
+    """Reset the device's peak-memory counter; returns the bytes allocated now (off CUDA: the process's
+    resident set size, its high-water mark VmHWM reset; 0 where /proc refuses)."""
     if device.type != "cuda":
-        return 0
+        from .stats import release_memory, reset_peak_rss, rss_bytes
+
+        release_memory()
+        return (rss_bytes() or 0) if reset_peak_rss() else 0
     _sync(device)
     torch.cuda.reset_peak_memory_stats(device)
     return torch.cuda.memory_allocated(device)
 
 
 def _peak(device: torch.device) -> int | None:
-    """torch.cuda.max_memory_allocated since the last reset (None off CUDA: not measured)."""
+    """torch.cuda.max_memory_allocated since the last reset; off CUDA the peak resident set size (VmHWM) since
+    the last reset (None where /proc has none)."""
     if device.type != "cuda":
-        return None
+        from .stats import peak_rss_bytes
+
+        return peak_rss_bytes()
     _sync(device)
     return int(torch.cuda.max_memory_allocated(device))
 
@@ -152,16 +160,6 @@ def repeat(fn, device, rounds: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # pieces of a measurement
-
-
-def lm_formula(text: dict) -> int:
-    """Parameters of the decoder (embeddings, layers, final norm) from its config sizes: per layer
-    q, k, v, o projections (+ q/k/v biases for Qwen2), gate/up/down MLP and two RMSNorms."""
-    h, L, H, I, V = (text[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                       "intermediate_size", "vocab_size"))
-    kv, hd = text.get("num_key_value_heads", H), h // H
-    attn = h * H * hd + 2 * h * kv * hd + H * hd * h + ((H + 2 * kv) * hd if text["model_type"] == "qwen2" else 0)
-    return V * h + L * (attn + 3 * h * I + 2 * h) + h
 
 
 def decode_fixed(bb, inputs_embeds: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, new_tokens: int) -> None:
@@ -372,7 +370,7 @@ def measure_model(name: str, s: GpuSettings, budget: Budget, save, res: dict, re
 
 
 def max_peak(res: dict) -> int | None:
-    """The largest ``peak_bytes`` / ``build_peak_bytes`` anywhere in a model's results (None off CUDA)."""
+    """The largest ``peak_bytes`` / ``build_peak_bytes`` anywhere in a model's results (None if none was measured)."""
     vals = [res.get("build_peak_bytes")]
     for sec in ("queries", "training"):
         vals += [r.get("peak_bytes") for r in res.get(sec) or []]
@@ -426,7 +424,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="cuda (default) or cpu")
     p.add_argument("--scale", choices=("full", "tiny"), default=None)
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default=None)
-    p.add_argument("--models", default=None, help="comma-separated: idefics2-8b, llava-interleave-qwen-7b")
+    p.add_argument("--models", default=None, help="comma-separated shapes of realsize.SHAPES (default: idefics2-8b, "
+                   "llava-interleave-qwen-7b; also instructblip-vicuna-7b, qwen2-vl-7b)")
     p.add_argument("--budget-s", type=float, default=None, help="seconds of measurements (default 420; imports and start-up come on top)")
     p.add_argument("--out", default=None, help="output folder (default: $OUT if set, else benchmarks/results/gpu)")
     a = p.parse_args(argv)

@@ -104,7 +104,7 @@ def markdown(report: dict) -> str:
             continue
         L.append(f"{_count(res['parameters'])} parameters ({_count(res['lm_parameters'])} in the LM), "
                  f"{res['image_tokens']} image tokens per image; built in {res['build_s']:.1f} s; LM weights "
-                 f"{fmt_bytes(res['lm_weight_bytes'])} (fp16: {fmt_bytes(res['fp16_lm_bytes'])}); peak GPU memory "
+                 f"{fmt_bytes(res['lm_weight_bytes'])} (fp16: {fmt_bytes(res['fp16_lm_bytes'])}); peak memory "
                  f"{fmt_bytes(res.get('peak_bytes'))}.")
         lm = res.get("lm")
         if lm:
@@ -142,7 +142,8 @@ NOTES = [
     "Training step = the method's loss (MimIC: its k-shot teacher forward included) + backward + gradient clipping + "
     "AdamW step, on training_batch episodes (the ShapesWorld task), median after one warm-up step.",
     "Peak memory = torch.cuda.max_memory_allocated after a reset at the start of each measurement (the model's "
-    "weights included); peak_delta_bytes = that minus what was allocated at the reset. Not measured on CPU.",
+    "weights included); peak_delta_bytes = that minus what was allocated at the reset. On the CPU: the process's "
+    "peak resident set size (VmHWM, reset through /proc/self/clear_refs) and its growth over the RSS at the reset.",
     "LM weights = the decoder (get_decoder(): embeddings, layers, final norm) as stored, quantisation statistics "
     "included; fp16 = 2 B per LM parameter. The embedding table stays in the run's dtype, as bitsandbytes leaves it.",
 ]

@@ -51,7 +51,32 @@ LLAVA_INTERLEAVE_7B = dict(
                projector_hidden_act="gelu", image_seq_length=729),
     image_tokens=729,
 )
-SHAPES = {"idefics2-8b": IDEFICS2_8B, "llava-interleave-qwen-7b": LLAVA_INTERLEAVE_7B}
+INSTRUCTBLIP_VICUNA_7B = dict(
+    kind="instructblip", published="Salesforce/instructblip-vicuna-7b (Vicuna-7B v1.1 + EVA-ViT-g + Q-Former, 32 query tokens)",
+    text=dict(model_type="llama", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+              num_key_value_heads=32, intermediate_size=11008, vocab_size=32001, rope_theta=10000.0,
+              max_position_embeddings=2048),  # published 2048 (Vicuna v1.1); default RoPE does not read it
+    vision=dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
+                image_size=224, patch_size=14),
+    qformer=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 cross_attention_frequency=2, max_position_embeddings=512),
+    num_query_tokens=32,
+    image_tokens=32,
+)
+QWEN2_VL_7B = dict(
+    kind="qwen2_vl", published="Qwen/Qwen2-VL-7B-Instruct (Qwen2-7B text model + 675 M ViT, M-RoPE)",
+    text=dict(model_type="qwen2_vl_text", hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
+              num_key_value_heads=4, intermediate_size=18944, vocab_size=152064, max_position_embeddings=32768,
+              rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}),
+    vision=dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, patch_size=14, spatial_merge_size=2,
+                temporal_patch_size=2, in_channels=3),  # hidden_size (the merger's output) = the text width
+    # unsure: image tokens vary with the image size in Qwen2-VL; the project's adapter resizes every image to
+    # 12 x 12 merged patches (336 px) = 144 tokens (Qwen2VLBackbone.tokens_per_side)
+    image_tokens=144,
+)
+SHAPES = {"idefics2-8b": IDEFICS2_8B, "llava-interleave-qwen-7b": LLAVA_INTERLEAVE_7B,
+          "instructblip-vicuna-7b": INSTRUCTBLIP_VICUNA_7B, "qwen2-vl-7b": QWEN2_VL_7B}
+QKV_BIAS = ("qwen2", "qwen2_vl_text")  # text model types whose q/k/v projections have a bias
 
 # the tiny scale: same classes and layout, toy sizes (vocab: the tiny tokenizer's, padded)
 _TINY_TEXT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -64,8 +89,75 @@ TINY_OVERRIDES = {
                                        resampler_head_dim=16, num_key_value_heads=1), image_tokens=4),
     "llava-interleave-qwen-7b": dict(text=dict(_TINY_TEXT, num_key_value_heads=4), vision=_TINY_VISION,
                                      llava=dict(LLAVA_INTERLEAVE_7B["llava"], image_seq_length=16), image_tokens=16),
+    "instructblip-vicuna-7b": dict(text=dict(_TINY_TEXT, num_key_value_heads=4), vision=_TINY_VISION,
+                                   qformer=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                intermediate_size=64, cross_attention_frequency=2,
+                                                max_position_embeddings=64), num_query_tokens=4, image_tokens=4),
+    "qwen2-vl-7b": dict(text=dict(_TINY_TEXT, num_key_value_heads=2, rope_parameters={
+                            "rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 2, 2]}),
+                        vision=dict(depth=2, embed_dim=32, num_heads=4, mlp_ratio=2, patch_size=4), image_size=16,
+                        image_tokens=4),  # 16 px / (patch 4 x merge 2) = 2 x 2 tokens
 }
 SCALES = ("full", "tiny")
+
+# The CPU scaling rule (``scaled``): the decoder narrows to ``hidden`` keeping the published head size
+# (heads = hidden / head_dim), the published query / key-value head ratio and MLP ratio; it is as deep as
+# needed to reach the target parameter count.  The vocabulary, RoPE settings and image tokens per image stay
+# real; the vision side is replaced by a small tower (2 layers, width 128) that keeps the patch grid which
+# sets the image-token count (the connector -- perceiver, Q-Former query tokens, projector, merger -- keeps
+# its published token count; the Q-Former narrows to 256 x 2 layers).
+SMALL_VISION = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4)
+SMALL_OVERRIDES = {
+    "idefics2-8b": dict(vision=dict(SMALL_VISION, image_size=224, patch_size=14)),  # perceiver: 64 latents
+    "llava-interleave-qwen-7b": dict(vision=dict(SMALL_VISION, image_size=384, patch_size=14)),  # 27 x 27 = 729
+    "instructblip-vicuna-7b": dict(vision=dict(SMALL_VISION, image_size=224, patch_size=14),
+                                   qformer=dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+                                                intermediate_size=1024, cross_attention_frequency=2,
+                                                max_position_embeddings=512)),  # 32 query tokens kept
+    "qwen2-vl-7b": dict(vision=dict(depth=2, embed_dim=128, num_heads=4, mlp_ratio=4, patch_size=14,
+                                    spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+                        image_size=336),  # 336 px / (14 x 2) = 12 x 12 = 144 tokens
+}
+
+
+def lm_formula(text: dict) -> int:
+    """Parameters of the decoder (embeddings, layers, final norm) from its config sizes: per layer
+    q, k, v, o projections (+ q/k/v biases for the Qwen2 text models), gate/up/down MLP and two RMSNorms."""
+    h, L, H, I, V = (text[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                       "intermediate_size", "vocab_size"))
+    kv, hd = text.get("num_key_value_heads", H), h // H
+    attn = h * H * hd + 2 * h * kv * hd + H * hd * h + ((H + 2 * kv) * hd if text["model_type"] in QKV_BIAS else 0)
+    return V * h + L * (attn + 3 * h * I + 2 * h) + h
+
+
+def scaled(name: str, hidden: int, target: float | None = None, layers: int | None = None, tok=None) -> dict:
+    """The shape ``name`` scaled down by the CPU rule above: decoder width ``hidden``, and ``layers`` deep or
+    (``target``) the fewest layers whose decoder (:func:`lm_formula`: embeddings + layers) has >= ``target``
+    parameters.  ``tok``: checked against the vocabulary."""
+    s = shape(name, "full", tok)
+    t = s["text"]
+    head_dim = t["hidden_size"] // t["num_attention_heads"]
+    group = t["num_attention_heads"] // t.get("num_key_value_heads", t["num_attention_heads"])
+    if hidden % (head_dim * group):
+        raise ValueError(f"{name}: hidden {hidden} must be a multiple of head_dim x query heads per key-value head "
+                         f"= {head_dim * group}")
+    heads = hidden // head_dim
+    inter = round(t["intermediate_size"] * hidden / t["hidden_size"] / 64) * 64  # MLP ratio kept, multiple of 64
+    t.update(hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=heads // group, intermediate_size=inter)
+    if (layers is None) == (target is None):
+        raise ValueError("give exactly one of layers and target")
+    if layers is None:
+        t["num_hidden_layers"] = 1
+        one = lm_formula(t)
+        t["num_hidden_layers"] = 0
+        per_layer = one - lm_formula(t)
+        layers = max(1, -(-(int(target) - lm_formula(t)) // per_layer))  # ceil
+    t["num_hidden_layers"] = int(layers)
+    over = copy.deepcopy(SMALL_OVERRIDES[name])
+    s["vision"] = over.pop("vision")
+    s.update(over)
+    s["scale"] = f"{hidden}x{layers}"
+    return s
 
 
 def shape(name: str, scale: str = "full", tok=None) -> dict:
@@ -76,10 +168,11 @@ def shape(name: str, scale: str = "full", tok=None) -> dict:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     s = copy.deepcopy(SHAPES[name])
+    s["scale"] = scale
     if scale == "tiny":
         over = copy.deepcopy(TINY_OVERRIDES[name])
-        for key in ("text", "vision"):
-            s[key].update(over.pop(key))
+        s["text"].update(over.pop("text"))
+        s["vision"].update(over.pop("vision"))
         n = len(tok) if tok is not None else 0
         s["text"]["vocab_size"] = n + (-n % 64) if n else 320
         s.update(over)
@@ -101,6 +194,17 @@ def make_config(sh: dict, tok):
         perceiver = dict(sh["perceiver"], hidden_size=text["hidden_size"], rms_norm_eps=1e-5)
         return tf.Idefics2Config(vision_config=dict(sh["vision"]), perceiver_config=perceiver, text_config=text,
                                  image_token_id=img, tie_word_embeddings=False)
+    if sh["kind"] == "instructblip":
+        qformer = dict(sh["qformer"], vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                       encoder_hidden_size=sh["vision"]["hidden_size"])
+        return tf.InstructBlipConfig(vision_config=dict(sh["vision"]), qformer_config=qformer, text_config=text,
+                                     num_query_tokens=sh["num_query_tokens"], image_token_index=img)
+    if sh["kind"] == "qwen2_vl":
+        ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}
+        vision = dict(sh["vision"], hidden_size=text["hidden_size"])  # the merger's output: the text width
+        return tf.Qwen2VLConfig(vision_config=vision, text_config=text, image_token_id=img,
+                                video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                                vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
     if sh["kind"] == "llava":
         vision = dict(sh["vision"])
         vision.setdefault("model_type", "siglip_vision_model")
@@ -151,7 +255,10 @@ def quantise_decoder(model: nn.Module, device, dtype, seed: int = 0) -> int:
     """Replace every nn.Linear inside the decoder layers (``get_decoder().layers``) by a random 4-bit one,
     one layer at a time; returns how many were replaced."""
     gen = torch.Generator(device=device).manual_seed(seed)
-    layers = model.get_decoder().layers
+    dec = model.get_decoder()
+    if not hasattr(dec, "layers"):  # InstructBLIP: get_decoder() is the *ForCausalLM (as VLMBackbone.decoder())
+        dec = dec.get_decoder()
+    layers = dec.layers
     n = 0
     for layer in layers:
         for name, mod in list(layer.named_modules()):
@@ -215,7 +322,14 @@ def _reduced_config(config, tok):
     text.num_hidden_layers, text.intermediate_size = 1, 64
     text.vocab_size = len(tok) + (-len(tok) % 64)
     # the vision tower's buffers (position ids) depend on image and patch size only
-    vision.num_hidden_layers, vision.intermediate_size, vision.hidden_size, vision.num_attention_heads = 1, 64, 32, 1
+    if hasattr(vision, "depth"):  # Qwen2-VL: the vision rotary buffer depends on embed_dim / num_heads: kept
+        vision.depth = 1
+    else:
+        vision.num_hidden_layers, vision.intermediate_size, vision.hidden_size, vision.num_attention_heads = 1, 64, 32, 1
+    if getattr(small, "qformer_config", None) is not None:  # its position ids depend on max_position_embeddings only
+        q = small.qformer_config
+        q.num_hidden_layers, q.hidden_size, q.num_attention_heads, q.intermediate_size = 1, 32, 1, 64
+        q.encoder_hidden_size = vision.hidden_size
     if getattr(small, "perceiver_config", None) is not None:
         small.perceiver_config.resampler_depth = 1
         small.perceiver_config.hidden_size = head_dim
@@ -246,24 +360,28 @@ def copy_buffers(model: nn.Module, reference: dict[str, torch.Tensor]) -> int:
 
 
 def build_4bit(name: str, scale: str = "full", device: str | torch.device = "cuda", dtype: torch.dtype = torch.float16,
-               seed: int = 0):
-    """(backbone adapter of the real class, shape dict): the random-weight ``name`` model at ``scale``, its
-    decoder linears in nf4 4-bit, the rest in ``dtype`` -- all built on ``device``."""
+               seed: int = 0, sh: dict | None = None):
+    """(backbone adapter of the real class, shape dict): the random-weight ``name`` model at ``scale`` (or of the
+    shape dict ``sh``, e.g. from :func:`scaled`), its decoder linears in nf4 4-bit, the rest in ``dtype`` -- all
+    built on ``device``."""
     from mmict_core.backbones.loading import adapter_for
     from mmict_core.backbones.quant import keep_4bit_trainable
     from mmict_core.backbones.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
-    sh = shape(name, scale, tok)
+    sh = shape(name, scale, tok) if sh is None else sh
     config = make_config(sh, tok)
     device = torch.device(device)
     model = meta_model(config)
     quantise_decoder(model, device, dtype, seed)
     materialise(model, device, dtype, seed)
     copy_buffers(model, reference_buffers(config, tok))  # not left to _init_weights (whose coverage varies by version)
+    if getattr(model, "query_tokens", None) is not None:  # InstructBLIP: zero-initialised query tokens would all be equal
+        with torch.no_grad():
+            model.query_tokens.normal_(0.0, INIT_STD)
     model.requires_grad_(False)
     keep_4bit_trainable(model)
     adapter = adapter_for(config)
-    bb = adapter(model.eval(), tok, adapter.default_image_processor(config), name=f"random {name} ({scale}, nf4)",
-                 quant="4bit")
+    bb = adapter(model.eval(), tok, adapter.default_image_processor(config), image_size=sh.get("image_size"),
+                 name=f"random {name} ({sh.get('scale', scale)}, nf4)", quant="4bit")
     return bb, sh

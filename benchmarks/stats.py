@@ -184,3 +184,25 @@ def fmt_ratio(x: float | None, digits: int = 2) -> str:
 
 def cpu_info() -> dict:
     return {"cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+# ---------------------------------------------------------------------------------------------
+# trends
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict:
+    """Least-squares line y = intercept + slope * x: {'slope', 'intercept', 'r2', 'n'} (r2 = 1 - SS_res / SS_tot;
+    None when every y is equal).  Needs >= 2 distinct x."""
+    x, y = [float(v) for v in xs], [float(v) for v in ys]
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} x values but {len(y)} y values")
+    n = len(x)
+    mx, my = (sum(x) / n, sum(y) / n) if n else (0.0, 0.0)
+    sxx = sum((a - mx) ** 2 for a in x)
+    if n < 2 or sxx == 0:
+        raise ValueError("a line needs at least two distinct x values")
+    slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sxx
+    intercept = my - slope * mx
+    ss_tot = sum((b - my) ** 2 for b in y)
+    ss_res = sum((b - intercept - slope * a) ** 2 for a, b in zip(x, y))
+    return {"slope": slope, "intercept": intercept, "r2": None if ss_tot == 0 else 1.0 - ss_res / ss_tot, "n": n}
