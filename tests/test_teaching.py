@@ -254,6 +254,10 @@ def test_model_card_command_reproduces_the_runs_config(monkeypatch):
         args = build_parser().parse_args(argv[1:])
         args.func(args)
         assert asdict(seen["cfg"]) == asdict(run)
+    # a run saved before a field existed ran without that feature: its command switches it off
+    old = asdict(PretrainConfig(seed=2, copy_loss=0.0))
+    del old["copy_loss"]
+    assert "--copy-loss 0" in command(old)
 
 
 def test_recipe_stage_list():

@@ -21,16 +21,16 @@ class PretrainConfig:
     vision_layers: int | None = 4
     vision_intermediate: int | None = 256
     # stage: vision (supervised heads on the ViT's patch grid)
-    vision_steps: int | None = None  # None: 1500 from scratch, 0 when continuing
+    vision_steps: int | None = None  # None: 3000 from scratch, 0 when continuing
     vision_batch: int = 64
     vision_lr: float = 2e-3
     # stage: M-Hub text path (BLIP-2 stage-1 style ITG + ITM on the Q-Former)
-    hub_steps: int | None = None  # None: 600 from scratch, 0 when continuing
+    hub_steps: int | None = None  # None: 1500 from scratch, 0 when continuing
     hub_batch: int = 32
     hub_lr: float = 1e-3
     hub_itg: float = 1.0  # weight of image-grounded text generation
     hub_itm: float = 1.0  # weight of image-text matching
-    hub_mlm: float = 0.0  # weight of masked-answer prediction from the bidirectional text outputs
+    hub_mlm: float = 1.0  # weight of masked-answer prediction from the bidirectional text outputs
     hub_text_negatives: bool = False  # ITM also on answer-swapped texts (see hub.hub_losses; off: the probe read less colour with them)
     probe_scenes: int = 900  # scenes of the M-Hub probe run around the stage (see hub.mhub_probe)
     # stage (experimental, off): text-only associative recall for the LM
@@ -38,10 +38,10 @@ class PretrainConfig:
     induction_lr: float = 5e-4
     induction_batch: int = 32
     # stage: episodes
-    steps: int = 7000
+    steps: int = 14000
     batch: int = 16
     lr: float = 1.5e-3
-    vision_lr_scale: float = 0.3  # episode-stage lr of the vision encoder, relative
+    vision_lr_scale: float = 0.1  # episode-stage lr of the vision encoder, relative
     warmup: int = 200
     min_lr_ratio: float = 0.05
     max_shots: int = 8
@@ -55,7 +55,7 @@ class PretrainConfig:
     match_loss: float = 0.5  # weight of the binding-match attention loss (0: none); see auxiliary.binding_match_targets
     match_layer: int = 2  # decoder layer (0-based) whose head `match_head` the match loss supervises
     match_head: int = 0
-    copy_loss: float = 0.0  # weight of the binding-copy loss on that head's direct logits (0: none); see auxiliary.copy_loss
+    copy_loss: float = 1.0  # weight of the binding-copy loss on that head's direct logits (0: none); see auxiliary.copy_loss
     eval_every: int = 1000
     eval_episodes: int = 32
     stop_at: int | None = None  # stop after this many steps of the `steps`-long schedule (None: run it all)
@@ -66,9 +66,9 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         fresh = self.init_from is None
         if self.vision_steps is None:
-            self.vision_steps = 1500 if fresh else 0
+            self.vision_steps = 3000 if fresh else 0
         if self.hub_steps is None:
-            self.hub_steps = 600 if fresh else 0
+            self.hub_steps = 1500 if fresh else 0
         for name in ("vision_layers", "vision_intermediate"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (or None to keep the ViT's), got {getattr(self, name)}")

@@ -72,6 +72,10 @@ def _status(reports: list[dict]) -> str:
             "shown words* without yet matching the query's colour.")
 
 
+# fields added to PretrainConfig after runs were saved, with the value those runs had (the feature did not exist)
+ADDED_LATER = {"copy_loss": 0.0, "hub_mlm": 0.0}
+
+
 # PretrainConfig field -> its `mmict pretrain-teaching` flag (the CLI's PRETRAIN_FLAGS, dashed)
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -86,6 +90,7 @@ def command(cfg: dict) -> str:
     from .config import PretrainConfig
 
     base = asdict(PretrainConfig(init_from=cfg.get("init_from")))  # continuation defaults depend on init_from
+    cfg = {**ADDED_LATER, **cfg}
     parts = [f"mmict pretrain-teaching --out DIR --seed {cfg['seed']}"]
     if cfg.get("init_from"):
         parts.append(f"--init-from {cfg['init_from']}")
