@@ -65,7 +65,8 @@ class CpuSettings(gpu.GpuSettings):
     threads: int = 0  # torch threads (0: all cores)
     decode_contexts: tuple = (512, 1024, 2048, 4096)  # bare
     adapter_contexts: tuple = (1024, 4096)  # bare and every adapter
-    decode_steps: int = 2  # timed single-token steps per (configuration, context); one warm-up step per model
+    decode_steps: int = 2  # timed single-token steps per (configuration, context, round); one warm-up step per model
+    decode_rounds: int = 3  # rounds over all configurations (bare, each adapter, bare, ...): drift hits them alike
     adapter_models: tuple = tuple(m[0] for m in MODELS)  # every model: overhead vs context and vs size
     query_models: tuple = ("idefics2-1b",)  # the papers' 64 image tokens per image (add instructblip-vicuna-1b: 32)
     train_models: tuple = ("idefics2-1b", "idefics2-0.25b", "idefics2-0.5b")  # the last two: the size trend
@@ -145,9 +146,9 @@ def decode_step(bb, cache, pos: torch.Tensor, token: int = 0):
     return out.logits
 
 
-def decode_latency(bb, T: int, steps: int, seed: int = 0, warmup: int = 0) -> dict:
-    """Seconds per decoded token after a T-position random cache: ``warmup`` untimed steps, then ``steps`` timed
-    steps, the cache cut back to T after each (every step reads exactly T cached positions).  -> summarize()"""
+def decode_times(bb, T: int, steps: int, seed: int = 0, warmup: int = 0) -> list[float]:
+    """Seconds of each of ``steps`` decoded tokens after a T-position random cache (``warmup`` untimed steps
+    first), the cache cut back to T after each (every step reads exactly T cached positions)."""
     cache, pos = random_cache(bb, T, seed), context_positions(bb, T)
     times = []
     with torch.no_grad():
@@ -159,31 +160,53 @@ def decode_latency(bb, T: int, steps: int, seed: int = 0, warmup: int = 0) -> di
             if i >= warmup:
                 times.append(dt)
     del cache
-    return summarize(times)
+    return times
+
+
+def decode_latency(bb, T: int, steps: int, seed: int = 0, warmup: int = 0) -> dict:
+    """:func:`decode_times` summarised (-> summarize())."""
+    return summarize(decode_times(bb, T, steps, seed, warmup))
 
 
 def measure_decode(bb, s: CpuSettings, methods: dict | None, budget: gpu.Budget | None = None) -> list[dict]:
     """Per-token decode latency: bare at every decode context, each adapter (if ``methods``) at the adapter
-    contexts, after one untimed step for the model; a configuration that fails becomes an error row, one
-    the ``budget`` has no time left for a skipped row."""
+    contexts, after one untimed step for the model.  ``s.decode_rounds`` rounds go over all configurations in
+    turn (bare, adapters, bare, adapters, ...), so a slow spell of the machine hits each alike; each row is the
+    median over its rounds' steps.  A configuration that fails becomes an error row; one the ``budget`` has no
+    time left for in the first round a skipped row (a later round cut short keeps what was measured)."""
     configs = [("bare", contextlib.nullcontext, s.decode_contexts)]
     if methods:
         configs += [(DISPLAY[n], gpu._context(m, n), s.adapter_contexts) for n, m in methods.items()]
     decode_latency(bb, min(s.decode_contexts), 1, s.seed)  # warm-up (first-call costs), discarded
-    rows = []
-    for label, ctx, contexts in configs:
-        if budget is not None and not budget.allow(f"decode {label}", s.need_s["decode"] / 4):
-            rows += [{"config": label, "context": T, "error": "skipped (time budget)"} for T in contexts]
-            continue
-        def body(ctx=ctx, contexts=contexts):
-            with ctx():  # attached / merged once per configuration
-                return [(T, decode_latency(bb, T, s.decode_steps, s.seed)) for T in contexts]
+    times: dict = {}
+    errors: dict = {}
+    rounds = max(1, s.decode_rounds)
+    for r in range(rounds):
+        for label, ctx, contexts in configs:
+            if label in errors:
+                continue
+            if budget is not None and not budget.allow(f"decode {label}", s.need_s["decode"] / 4 / rounds):
+                if r == 0:
+                    errors[label] = "skipped (time budget)"
+                continue
 
-        got, err = gpu.attempt(body, torch.device("cpu"))
-        if err is not None:
-            rows += [{"config": label, "context": T, "error": err} for T in contexts]
-            continue
-        rows += [{"config": label, "context": T, "token_s": t} for T, t in got]
+            def body(ctx=ctx, contexts=contexts):
+                with ctx():  # attached / merged once per configuration and round
+                    return [(T, decode_times(bb, T, s.decode_steps, s.seed + r)) for T in contexts]
+
+            got, err = gpu.attempt(body, torch.device("cpu"))
+            if err is not None:
+                errors[label] = err
+                continue
+            for T, ts in got:
+                times.setdefault((label, T), []).extend(ts)
+    rows = []
+    for label, _, contexts in configs:
+        for T in contexts:
+            if (label, T) in times:
+                rows.append({"config": label, "context": T, "token_s": summarize(times[label, T]), "rounds": rounds})
+            else:
+                rows.append({"config": label, "context": T, "error": errors.get(label, "not measured")})
     for r in rows:
         ref = next((b for b in rows if b["config"] == "bare" and b["context"] == r["context"] and "token_s" in b), None)
         r["ratio_to_bare"] = gpu.ratio(r.get("token_s", {}).get("median"), ref and ref["token_s"]["median"])

@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from .gpu_report import ADAPTER_LIMIT, ADAPTERS, DISPLAY, MIMIC_LIMIT, goals as gpu_goals
+from .gpu_report import ADAPTER_LIMIT, ADAPTERS, DISPLAY, MIMIC_LIMIT, _med, _ms, query_table, training_table
+from .gpu_report import goals as gpu_goals
 from .stats import Goal, fmt_bytes, fmt_ratio, linear_fit
 
 ONE_B = 1.0e9
@@ -32,8 +33,10 @@ NOTES = [
     "quantisation, dequantised per forward on the CPU); the rest in the run's dtype.",
     "Decode latency = one cached decoding step (batch 1) after T positions held in a DynamicCache of random keys "
     "and values of the model's shape (1, key-value heads, T, head size) per layer: the cost of a step does not "
-    "depend on the cached values, so no T-token prefill is run per method. One warm-up step, then decode_steps "
-    "timed steps, the cache cut back to T after each.",
+    "depend on the cached values, so no T-token prefill is run per method. One warm-up step, then decode_rounds "
+    "rounds over all configurations in turn (bare, each adapter, bare, ...), each with decode_steps timed steps "
+    "(the cache cut back to T after each); a row is the median of all its steps. LIVE, M2IV and merged LoRA "
+    "decode exactly what the bare model decodes (next note), so their ratios show the noise of the measurement.",
     "LIVE and M2IV add their vectors on the prefill of the prompt only (mmict_core/methods/vectors.py): a cached "
     "decoding step runs the bare model, so their decode rows measure the attach overhead alone. HiFICL and MimIC "
     "add keys/values (or their attention term) at every step; LoRA is merged (re-quantised) once.",
@@ -46,10 +49,6 @@ NOTES = [
     "The 1-minute load average at the start and end is recorded (load_start / load_end): the machine is shared, and "
     "a busy one inflates every time alike within a run (ratios) but not the absolute seconds.",
 ]
-
-
-def _med(row, key):
-    return None if row is None or key not in row else row[key]["median"]
 
 
 def model_goals(res: dict, s: dict) -> list[Goal]:
@@ -122,10 +121,6 @@ def finish(report: dict) -> None:
     report["fits"] = fits(report)
 
 
-def _ms(x) -> str:
-    return "n/a" if x is None else f"{1000 * x:,.1f}"
-
-
 def _count(n) -> str:
     return "n/a" if n is None else f"{n / 1e9:.3f} B" if n >= 1e8 else f"{n / 1e6:.3f} M"
 
@@ -194,14 +189,9 @@ def markdown(report: dict) -> str:
             L += [f"| {r['config']} | {r['context']} | {_ms(_med(r, 'token_s')) if 'token_s' in r else r.get('error')} | "
                   f"{fmt_ratio(r.get('ratio_to_bare'), 3)} |" for r in m["decode"]]
         if m.get("queries"):
-            L += ["", "| query | LM tokens | ms (median) | x 0-shot | peak RSS |", "|---|---|---|---|---|"]
-            L += [f"| {r['label']} | {r.get('lm_tokens')} | {_ms(_med(r, 'query_s')) if 'query_s' in r else r.get('error')} | "
-                  f"{fmt_ratio(r.get('ratio_to_0shot'), 3)} | {fmt_bytes(r.get('peak_bytes'))} |" for r in m["queries"]]
+            L += query_table(m["queries"], memory="peak RSS", digits=3)
         if m.get("training"):
-            L += ["", "| training step | ms (median) | peak RSS | RSS growth | trainable |", "|---|---|---|---|---|"]
-            L += [f"| {r['label']} | {_ms(_med(r, 'step_s')) if 'step_s' in r else r.get('error', 'skipped')} | "
-                  f"{fmt_bytes(r.get('peak_bytes'))} | {fmt_bytes(r.get('peak_delta_bytes'))} | {r.get('trainable', 'n/a')} |"
-                  for r in m["training"]]
+            L += training_table(m["training"], memory="peak RSS", growth=True)
         L += [f"- {n}" for n in m.get("notes", [])]
     L += ["", "## Notes", ""] + [f"- {n}" for n in report.get("skipped", []) + report["notes"]]
     return "\n".join(L) + "\n"

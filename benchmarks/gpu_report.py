@@ -73,6 +73,23 @@ def _ms(sec: float | None) -> str:
     return "n/a" if sec is None else f"{1000 * sec:,.1f}"
 
 
+def query_table(rows: list[dict], memory: str = "peak memory", digits: int = 2) -> list[str]:
+    """Markdown lines of the per-query latency table (one row per query configuration)."""
+    out = ["", f"| query | LM tokens | latency ms (median) | x 0-shot | {memory} |", "|---|---|---|---|---|"]
+    return out + [f"| {r['label']} | {r.get('lm_tokens')} | {_ms(_med(r, 'query_s')) if 'query_s' in r else r.get('error', 'n/a')} | "
+                  f"{fmt_ratio(r.get('ratio_to_0shot'), digits)} | {fmt_bytes(r.get('peak_bytes'))} |" for r in rows]
+
+
+def training_table(rows: list[dict], memory: str = "peak memory", growth: bool = False) -> list[str]:
+    """Markdown lines of the training-step table; ``growth``: also the memory growth during the step."""
+    extra = " RSS growth |" if growth else ""
+    out = ["", f"| training step | time ms (median) | {memory} |{extra} trainable |",
+           "|---|---|---|" + ("---|" if growth else "") + "---|"]
+    return out + [f"| {r['label']} | {_ms(_med(r, 'step_s')) if 'step_s' in r else r.get('error', 'skipped')} | "
+                  f"{fmt_bytes(r.get('peak_bytes'))} |" + (f" {fmt_bytes(r.get('peak_delta_bytes'))} |" if growth else "")
+                  + f" {r.get('trainable', 'n/a')} |" for r in rows]
+
+
 def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:,.0f}" if x >= 100 else f"{x:.2f}"
 
@@ -114,13 +131,9 @@ def markdown(report: dict) -> str:
             L += ["", f"Decode: {_num(lm['decode']['tokens_per_s'])} tokens/s after a "
                       f"{lm['decode']['context']}-token prefix."]
         if res.get("queries"):
-            L += ["", "| query | LM tokens | latency ms (median) | x 0-shot | peak memory |", "|---|---|---|---|---|"]
-            L += [f"| {r['label']} | {r.get('lm_tokens')} | {_ms(_med(r, 'query_s')) if 'query_s' in r else r.get('error', 'n/a')} | "
-                  f"{fmt_ratio(r.get('ratio_to_0shot'))} | {fmt_bytes(r.get('peak_bytes'))} |" for r in res["queries"]]
+            L += query_table(res["queries"])
         if res.get("training"):
-            L += ["", "| training step | time ms (median) | peak memory | trainable |", "|---|---|---|---|"]
-            L += [f"| {r['label']} | {_ms(_med(r, 'step_s')) if 'step_s' in r else r.get('error', 'skipped')} | "
-                  f"{fmt_bytes(r.get('peak_bytes'))} | {r.get('trainable', 'n/a')} |" for r in res["training"]]
+            L += training_table(res["training"])
         L += [f"- {n}" for n in res.get("notes", [])]
     L += ["", "## Notes", ""] + [f"- {n}" for n in report.get("skipped", []) + report["notes"]]
     return "\n".join(L) + "\n"

@@ -193,7 +193,7 @@ def test_tiny_run(tiny_run, tok):
         if m["model"] == first:
             expected += [(c, T) for c in ("HiFICL", "MimIC", "LIVE", "M2IV", "LoRA merged") for T in s.adapter_contexts]
         assert [(r["config"], r["context"]) for r in rows] == expected
-        assert all(r["token_s"]["n"] == s.decode_steps and r["ratio_to_bare"] > 0 for r in rows)
+        assert all(r["token_s"]["n"] == s.decode_steps * s.decode_rounds and r["ratio_to_bare"] > 0 for r in rows)
         assert m["model"] in rep["fits"]["context"]
         assert ("queries" in m) == ("training" in m) == (m["model"] == first)
     q = rep["models"][0]
