@@ -544,3 +544,31 @@ def test_virtual_kv_attention_capture(vlm):
     assert set(res.roles) == {"bos", "prompt", "image", "answer"} | ({"marker"} if vlm.answer_marker_ids else set())
     with pytest.raises(TypeError):
         virtual_kv_attention(get_method("icl")(vlm), ep)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("masked", [False, True])
+def test_decode_attention_equals_the_concatenated_softmax(dtype, masked):
+    """The decode step's no-copy attention (grouped query heads, scores joined, no repeat_kv / cat of the
+    cache) against the plain softmax over [K_learn ; repeat_kv(key)] in fp32."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from mmict_core.methods.hificl.attention import decode_attention
+
+    g = torch.Generator().manual_seed(0)
+    B, H, H_kv, T_k, n, d = 2, 8, 2, 37, 4, 16
+    q, k, v = (torch.randn(*s, generator=g) for s in ((B, H, 1, d), (B, H_kv, T_k, d), (B, H_kv, T_k, d)))
+    K, V = torch.randn(1, H, n, d, generator=g), torch.randn(1, H, n, d, generator=g)
+    mask = None
+    if masked:
+        mask = torch.ones(B, 1, 1, T_k, dtype=torch.bool)
+        mask[0, ..., :5] = False  # left padding of the first row
+    got = decode_attention(q.to(dtype), k.to(dtype), v.to(dtype), K, V, mask, d ** -0.5)
+    assert got.dtype == dtype and got.shape == (B, H, 1, d)
+    kk, vv = torch.cat([K.expand(B, -1, -1, -1), repeat_kv(k, H // H_kv)], 2), torch.cat([V.expand(B, -1, -1, -1), repeat_kv(v, H // H_kv)], 2)
+    s = (q @ kk.transpose(-1, -2)) * d ** -0.5  # (B, H, 1, n + T_k)
+    if masked:
+        s[..., n:] = s[..., n:].masked_fill(~mask, float("-inf"))
+    ref = torch.softmax(s, -1) @ vv
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert torch.allclose(got.float(), ref, atol=tol, rtol=tol)

@@ -113,6 +113,10 @@ def _fused(method: "HiFICL", layer: int, query: torch.Tensor, key: torch.Tensor,
     virtual slots, i.e. α·SA_out + w·V_learn with the masked Z2 — the same numbers as the split
     path, in one kernel.  query (B, H, T, d); key/value (B, H_kv, T_k, d) -> ((B, T, H, d), None)."""
     B, H, T, _ = query.shape
+    if T == 1 and dropout == 0.0:  # a decode step: no copy of the KV cache (see decode_attention)
+        kv_dtype = query.dtype if query.dtype in (torch.float32, torch.float64) else torch.float32
+        K, V = method._layer_kv(layer, query.device, kv_dtype)  # (1, H, n, d) each
+        return decode_attention(query, key, value, K, V, attention_mask, scaling).transpose(1, 2).contiguous(), None
     dtype = in_dtype = query.dtype
     if dtype not in (torch.float32, torch.float64):  # half precision: fp32, as the split path
         dtype = torch.float32
@@ -139,6 +143,30 @@ def virtual_softmax_attention(query: torch.Tensor, key: torch.Tensor, value: tor
     v = torch.cat([V, value], 2)
     return torch.nn.functional.scaled_dot_product_attention(query, k, v, attn_mask=mask, dropout_p=dropout,
                                                             scale=scaling)  # (B, H, T, d)
+
+
+def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
+                     mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
+    """The same softmax over ``[K ; key]`` as :func:`virtual_softmax_attention`, for one query position,
+    without copying the KV cache: query heads grouped over their key/value head (no ``repeat_kv``), the
+    cache's scores and mix in its own dtype (no cast), the virtual slots joined on the scores (no
+    ``torch.cat`` of keys), the softmax in fp32.  At a 4k context the copies cost more than the step.
+    query (B, H, 1, d); key/value (B, H_kv, T_k, d); K/V (1 or B, H, n, d) in fp32 or the query's
+    dtype; ``mask`` bool (True = visible) or additive, broadcastable to (B, 1, 1, T_k), or None
+    -> (B, H, 1, d) in the query's dtype"""
+    B, H, _, d = query.shape
+    H_kv, n = key.shape[1], K.shape[2]
+    rep = H // H_kv
+    q = query.reshape(B, H_kv, rep, d)  # (B, H_kv, rep, d): the query heads of each kv head
+    s_real = (q @ key.transpose(-1, -2)).float() * scaling  # (B, H_kv, rep, T_k)
+    if mask is not None:
+        m = mask[..., -1:, :]  # (B, 1, 1, T_k): the last query row
+        s_real = s_real.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s_real + m.float()
+    s_virt = (query.to(K.dtype) @ K.transpose(-1, -2)).float() * scaling  # (B, H, 1, n)
+    p = torch.softmax(torch.cat([s_virt.reshape(B, H_kv, rep, n), s_real], -1), -1)  # (B, H_kv, rep, n + T_k)
+    real = p[..., n:].to(value.dtype) @ value  # (B, H_kv, rep, d)
+    virt = p[..., :n].reshape(B, H, 1, n).to(V.dtype) @ V  # (B, H, 1, d)
+    return (real.reshape(B, H, 1, d).float() + virt.float()).to(query.dtype)
 
 
 def softmax_split(real_scores: torch.Tensor, virtual_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
