@@ -135,7 +135,7 @@ def head_direct_logits(vlm, layer: int, head: int, z: torch.Tensor) -> torch.Ten
     projection, times the final norm's gain, times ``lm_head`` (no other head, layer or normalisation).
     z: (..., H * head_dim) -> (..., V)"""
     attn = vlm.attention(layer)
-    hd = vlm.text_config.hidden_size // vlm.text_config.num_attention_heads
+    hd = vlm.head_dim
     w_o = attn.o_proj.weight[:, head * hd:(head + 1) * hd]  # (d, hd)
     out = z[..., head * hd:(head + 1) * hd] @ w_o.T  # (..., d)
     lm = vlm.language_model

@@ -22,7 +22,9 @@ Two paths compute this.  With z2='masked' the mix is exactly softmax attention o
 (one kernel, no second q·Kᵀ for log Z2, no separate mixing).  The *split* path above is the
 original formulation; it is used for z2='faithful' (an unmasked Z2 is not a softmax over the
 sequence's visible keys), while α and w are being captured, and when ``attention_path='split'``
-is set on the adapter (the reference the benchmarks time the fused path against).
+is set on the adapter (the reference the benchmarks time the fused path against).  A decode step
+(one query position) of the fused path runs :func:`decode_attention`: the same softmax without
+copying the KV cache.
 """
 from __future__ import annotations
 
