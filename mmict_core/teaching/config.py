@@ -56,6 +56,8 @@ class PretrainConfig:
     match_layer: int = 2  # decoder layer (0-based) whose head `match_head` the match loss supervises
     match_head: int = 0
     copy_loss: float = 1.0  # weight of the binding-copy loss on that head's direct logits (0: none); see auxiliary.copy_loss
+    cell_loss: float = 0.0  # weight of the per-cell read-out loss on the image tokens, hub + episode stages (0: none); see cells
+    cell_batch: int = 16  # fresh scenes per step for the cell read-out loss
     eval_every: int = 1000
     eval_episodes: int = 32
     stop_at: int | None = None  # stop after this many steps of the `steps`-long schedule (None: run it all)
@@ -81,6 +83,8 @@ class PretrainConfig:
                              f"{self.match_loss} / {self.match_layer} / {self.match_head}")
         if self.copy_loss < 0:
             raise ValueError(f"copy_loss must be >= 0, got {self.copy_loss}")
+        if self.cell_loss < 0 or self.cell_batch < 1:
+            raise ValueError(f"cell_loss must be >= 0 and cell_batch >= 1, got {self.cell_loss} / {self.cell_batch}")
         if self.key_loss < 0 or self.key_layer < 1:
             raise ValueError(f"key_loss must be >= 0 and key_layer >= 1, got {self.key_loss} / {self.key_layer}")
         if self.vision_lr_scale < 0:

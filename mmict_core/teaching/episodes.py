@@ -139,9 +139,12 @@ def quick_eval(vlm: TeachingVLM, n: int, seed: int) -> dict:
     return out
 
 
-def episode_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, out, progress: bool = True) -> None:
-    """Train on the episode stream (with the auxiliary binding losses when their weights are > 0);
-    a probe and a snapshot every ``eval_every`` steps."""
+def episode_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, out, progress: bool = True,
+                  cell_head=None) -> None:
+    """Train on the episode stream (with the auxiliary binding losses when their weights are > 0,
+    and the per-cell read-out of the image tokens when ``cell_head`` is given); a probe and a
+    snapshot every ``eval_every`` steps."""
+    from .cells import cell_step
     from .auxiliary import KeyLoss, attention_capture, copy_loss, head_output_capture, match_loss, residual_capture
 
     model = vlm.model
@@ -162,9 +165,11 @@ def episode_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, out, progres
     key_head = KeyLoss(vlm.hidden_size).to(vlm.device) if cfg.key_loss else None
     if key_head is not None:
         groups.append({"params": list(key_head.parameters()), "weight_decay": 0.0, "scale": 1.0})
+    if cell_head is not None:
+        groups.append({"params": list(cell_head.parameters()), "weight_decay": 0.0, "scale": 1.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
     t0 = time.time()
-    ema = key_ema = match_ema = copy_ema = None
+    ema = key_ema = match_ema = copy_ema = cell_ema = None
     model.train()
     model.vision_model.eval()
     with contextlib.ExitStack() as stack:
@@ -191,6 +196,10 @@ def episode_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, out, progres
                 if cp is not None:
                     copy_ema = cp.item() if copy_ema is None else 0.98 * copy_ema + 0.02 * cp.item()
                     loss = loss + cfg.copy_loss * cp
+            if cell_head is not None:
+                cells, cell_acc = cell_step(vlm, cell_head, cfg.seed, "episodes", step, cfg.cell_batch)
+                cell_ema = cell_acc if cell_ema is None else 0.98 * cell_ema + 0.02 * cell_acc
+                loss = loss + cfg.cell_loss * cells
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * g["scale"] * lr_at(step, cfg)
             opt.zero_grad(set_to_none=True)
@@ -209,6 +218,7 @@ def episode_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, out, progres
                          **({"key_loss": round(key_ema, 4)} if key_ema is not None else {}),
                          **({"match_loss": round(match_ema, 4)} if match_ema is not None else {}),
                          **({"copy_loss": round(copy_ema, 4)} if copy_ema is not None else {}),
+                         **({"cell_acc": round(cell_ema, 3)} if cell_ema is not None else {}),
                          "minutes": round((time.time() - t0) / 60, 2), **probe}
                 log.append(entry)
                 print(json.dumps(entry), flush=True)

@@ -31,6 +31,7 @@ from ..data import Example, make_episode
 from ..data import shapes as sw
 from ..data.tasks import NONSENSE_WORDS
 from ..train import clip_or_diverge
+from .cells import CellReadout, cell_step
 from .config import HUB_MIX, PretrainConfig
 
 HUB_INDEX_OFFSET = 10_000_000  # episode indices of this stage's items (apart from the episode stage's)
@@ -162,18 +163,25 @@ def hub_losses(vlm: TeachingVLM, heads: HubHeads, items: Sequence[Example], text
     return itg, itm, acc, mlm
 
 
-def hub_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: bool = True) -> None:
-    """Train the Q-Former (and its query tokens) with ITG + ITM; the ViT and the LM are untouched."""
+def hub_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: bool = True,
+              cell_head: CellReadout | None = None) -> None:
+    """Train the Q-Former (and its query tokens) with ITG + ITM (+ masked answers, + the per-cell
+    read-out of the image tokens when ``cell_head`` is given); the ViT and the LM are untouched."""
     model = vlm.model
     d, vocab = model.config.qformer_config.hidden_size, model.config.qformer_config.vocab_size
     heads = HubHeads(d, vocab).to(vlm.device)
     params = list(model.qformer.parameters()) + [model.query_tokens] + list(heads.parameters())
+    params += list(cell_head.parameters()) if cell_head is not None else []
     opt = torch.optim.AdamW(params, lr=cfg.hub_lr, weight_decay=cfg.weight_decay)
     model.qformer.train()
-    itg_ema = itm_ema = acc_ema = mlm_ema = None
+    itg_ema = itm_ema = acc_ema = mlm_ema = cell_ema = None
     for step in tqdm(range(cfg.hub_steps), desc="M-Hub text path", mininterval=5, disable=not progress):
         itg, itm, acc, mlm = hub_losses(vlm, heads, hub_items(cfg, step), cfg.hub_text_negatives, cfg.hub_mlm)
         loss = cfg.hub_itg * itg + cfg.hub_itm * itm + cfg.hub_mlm * mlm
+        if cell_head is not None:
+            cells, cell_acc = cell_step(vlm, cell_head, cfg.seed, "hub", step, cfg.cell_batch)
+            loss = loss + cfg.cell_loss * cells
+            cell_ema = cell_acc if cell_ema is None else 0.95 * cell_ema + 0.05 * cell_acc
         warm = min(1.0, (step + 1) / 50)
         for g in opt.param_groups:
             g["lr"] = cfg.hub_lr * warm * 0.5 * (1 + np.cos(np.pi * step / max(1, cfg.hub_steps)))
@@ -186,7 +194,8 @@ def hub_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: bool =
         mlm_ema = e(mlm_ema, mlm.item())
         if step % 50 == 0 or step == cfg.hub_steps - 1:
             log.append({"stage": "hub", "step": step, "itg": round(itg_ema, 4), "itm": round(itm_ema, 4),
-                        "itm_acc": round(acc_ema, 3), **({"mlm": round(mlm_ema, 4)} if cfg.hub_mlm else {})})
+                        "itm_acc": round(acc_ema, 3), **({"mlm": round(mlm_ema, 4)} if cfg.hub_mlm else {}),
+                        **({"cell_acc": round(cell_ema, 3)} if cell_ema is not None else {})})
             if step % 200 == 0 or step == cfg.hub_steps - 1:
                 print(json.dumps(log[-1]), flush=True)
     model.qformer.eval()

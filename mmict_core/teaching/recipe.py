@@ -4,7 +4,10 @@
     hub       the Q-Former's text path learns ITG + ITM (BLIP-2 stage-1 style), ViT frozen
     induction (experimental, 0 steps in the recipe) text-only associative recall for the LM
     episodes  the whole VLM on interleaved 0-8-shot episodes of every pretraining task, images and
-              clips, with the auxiliary binding key / match losses
+              clips, with the auxiliary binding key / match / copy losses
+
+With ``cell_loss`` > 0 the hub and episode stages also train a per-cell read-out of the image
+tokens (:mod:`.cells`).
 
 Every stage takes the config's seed; `mmict pretrain-teaching --out DIR --seed S` runs them all
 in one process (the defaults of :class:`PretrainConfig` are the shipped recipe).
@@ -20,6 +23,7 @@ import torch
 
 from ..backbones.teaching import TeachingVLM
 from ..backbones.tokenizer import ANSWER
+from .cells import CellReadout
 from .config import PretrainConfig
 from .episodes import episode_stage
 from .hub import hub_stage, mhub_probe
@@ -72,19 +76,21 @@ def pretrain_teaching(out: str | Path, cfg: PretrainConfig | None = None, progre
     log: list = []
     seconds: dict[str, float] = {}
     probes: dict[str, dict] = {}
+    # the per-cell read-out head of the image tokens lives across the hub and episode stages
+    cell_head = CellReadout(vlm.num_query_tokens, vlm.hidden_size).to(vlm.device) if cfg.cell_loss else None
     for stage, _ in stage_plan(cfg):
         t0 = time.time()
         if stage == "vision":
             vision_stage(vlm, cfg, log, progress)
         elif stage == "hub":
             probes["before_hub"] = mhub_probe(vlm, n=cfg.probe_scenes, seed=cfg.seed + 123)
-            hub_stage(vlm, cfg, log, progress)
+            hub_stage(vlm, cfg, log, progress, cell_head=cell_head)
             probes["after_hub"] = mhub_probe(vlm, n=cfg.probe_scenes, seed=cfg.seed + 123)
             print(json.dumps({"mhub_probe": probes}), flush=True)
         elif stage == "induction":
             induction_stage(vlm, cfg, log, progress)
         else:
-            episode_stage(vlm, cfg, log, out, progress)
+            episode_stage(vlm, cfg, log, out, progress, cell_head=cell_head)
         seconds[stage] = round(time.time() - t0, 1)
     vlm.model.eval()
     probes["final"] = mhub_probe(vlm, n=cfg.probe_scenes, seed=cfg.seed + 123)

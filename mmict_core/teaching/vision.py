@@ -19,6 +19,16 @@ from ..train import clip_or_diverge
 from .config import PretrainConfig
 
 
+def cell_labels(scene: sw.Scene) -> list[list[int]]:
+    """Per cell (in ``sw.CELLS`` order): [shape, colour, size] indices, each 1-based, 0 for an empty cell."""
+    lab = []
+    for cell in sw.CELLS:
+        o = scene.in_cell(cell)
+        lab.append([0, 0, 0] if o is None else [1 + sw.SHAPES.index(o.shape), 1 + list(sw.COLOURS).index(o.colour),
+                                                1 + list(sw.SIZES).index(o.size)])
+    return lab
+
+
 def _vision_batch(rng: np.random.Generator, n: int):
     """Half ShapesWorld scenes, half digit pairs, with per-cell and per-digit labels."""
     images, cell_lab, digit_lab, count_lab = [], [], [], []
@@ -26,12 +36,7 @@ def _vision_batch(rng: np.random.Generator, n: int):
         if i % 2 == 0:
             scene = sw.sample_scene(rng)
             images.append(scene.render())
-            lab = []
-            for cell in sw.CELLS:
-                o = scene.in_cell(cell)
-                lab.append([0, 0, 0] if o is None else [1 + sw.SHAPES.index(o.shape), 1 + list(sw.COLOURS).index(o.colour),
-                                                        1 + list(sw.SIZES).index(o.size)])
-            cell_lab.append(lab)
+            cell_lab.append(cell_labels(scene))
             digit_lab.append([10, 10])
             count_lab.append(len(scene.objects))
         else:
