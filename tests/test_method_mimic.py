@@ -261,3 +261,29 @@ def test_attention_capture_protocol_gives_the_shift_gate(vlm):
     res = virtual_kv_attention(m, ep)  # the Attention view reads it like HiFICL's
     assert res.shape == (vlm.num_layers, vlm.num_heads, batch.inputs_embeds.shape[1], 1)
     assert m._capture is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("T", [1, 5])
+def test_shift_with_grouped_key_heads_equals_the_repeated_cache_formula(dtype, T):
+    """mimic_shift on the un-repeated (B, H_kv, S, D) keys -- the decode step in the cache's dtype --
+    against the formula in fp32 over repeat_kv(key): SA + sigmoid(w.q + b - log Z2) * v."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from mmict_core.methods.mimic.attention import mimic_shift
+
+    g = torch.Generator().manual_seed(1)
+    B, H, H_kv, S, D = 2, 8, 2, 29, 16
+    q, k = torch.randn(B, H, T, D, generator=g), torch.randn(B, H_kv, S, D, generator=g)
+    sa = torch.randn(B, T, H, D, generator=g)
+    w, b, v = torch.randn(H, D, generator=g) * 0.1, torch.randn(H, generator=g), torch.randn(H, D, generator=g)
+    mask = torch.ones(B, 1, T, S, dtype=torch.bool).tril(diagonal=S - T)
+    mask[0, ..., :4] = False  # left padding of the first row
+    got = mimic_shift(q.to(dtype), k.to(dtype), sa.to(dtype), mask, D ** -0.5, w, b, v, "masked")
+    assert got.dtype == dtype and got.shape == (B, T, H, D)
+    s = (q @ repeat_kv(k, H // H_kv).transpose(-1, -2)) * D ** -0.5  # (B, H, T, S)
+    log_z2 = s.masked_fill(~mask, float("-inf")).logsumexp(-1)
+    mu = torch.sigmoid((q * w[None, :, None]).sum(-1) + b[None, :, None] - log_z2)  # (B, H, T)
+    ref = sa + mu.transpose(1, 2)[..., None] * v
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got.float(), ref, atol=tol, rtol=tol)

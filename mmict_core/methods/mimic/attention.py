@@ -11,7 +11,7 @@ shortcut), because the masked log Z2 needs it.
 from __future__ import annotations
 
 import torch
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 from ..attention import BOUND, STOCK, bound, register_attention  # noqa: F401  (STOCK: re-exported)
@@ -25,13 +25,20 @@ def mimic_shift(query: torch.Tensor, key: torch.Tensor, sa_out: torch.Tensor, ma
                 capture: dict | None = None, layer: int = 0) -> torch.Tensor:
     """SA(q, K, V) + mu(q) * v per head, with mu = exp(f - logaddexp(f, log Z2)), f(q) = w.q + b.
 
-    query (B, H, T, D) post-RoPE; key (B, H, S, D) GQA-expanded; sa_out (B, T, H, D);
+    query (B, H, T, D) post-RoPE; key (B, H_kv, S, D), H a multiple of H_kv (grouped-query heads
+    share a key head; the cache is never repeated); sa_out (B, T, H, D);
     mask (B, 1|H, T, S) bool (True = visible) or None; w, v (H, D); b (H,).  Returns (B, T, H, D).
     With ``capture`` (a dict), records ``capture[layer] = (1 - mu (B, H, T), mu (B, H, T, 1))``: the
     real keys' share and the one virtual slot's (the attention-capture protocol of :mod:`..base`).
+    A decode step (T == 1) takes the scores in the cache's own dtype (no fp32 copy of the cache:
+    at a 4k context the copies cost more than the step); longer inputs (training, prefill) in fp32.
     """
+    B, H, T, D = query.shape
+    H_kv, S = key.shape[1], key.shape[2]
     q = query.float()
-    scores = torch.matmul(q, key.float().transpose(-1, -2)) * scaling  # (B, H, T, S)
+    dt = key.dtype if T == 1 else torch.float32
+    qg = query.to(dt).reshape(B, H_kv, (H // H_kv) * T, D)  # (B, H_kv, rep*T, D): the query heads of each key head
+    scores = (qg @ key.to(dt).transpose(-1, -2)).float().view(B, H, T, S) * scaling  # (B, H, T, S)
     if z2 == "masked":
         if mask is None:  # no mask handed over: causal, aligned bottom-right for cached decoding
             T, S = scores.shape[-2:]
@@ -54,11 +61,10 @@ def mimic_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     if entry is None:
         return sa_out, None
     method, layer, _ = entry
-    n_rep = query.shape[1] // key.shape[1]
     mask = attention_mask
     if mask is not None and mask.dtype != torch.bool:  # additive float mask (0 = visible)
         mask = mask == 0
-    out = mimic_shift(query, repeat_kv(key, n_rep), sa_out, mask, kwargs.get("scaling") or query.shape[-1] ** -0.5,
+    out = mimic_shift(query, key, sa_out, mask, kwargs.get("scaling") or query.shape[-1] ** -0.5,
                       method.gate_w[layer], method.gate_b[layer], method.shift[layer], method.config.z2,
                       method._capture, layer)
     return out, None
