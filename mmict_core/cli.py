@@ -99,7 +99,7 @@ def _parse_mix(text: str) -> dict:
 PRETRAIN_FLAGS = ("seed", "steps", "vision_steps", "vision_lr", "vision_layers", "vision_intermediate", "hub_steps",
                   "hub_lr", "hub_mlm", "batch", "eval_every", "init_from", "stop_at", "vision_lr_scale", "induction_steps",
                   "induction_lr", "key_loss", "key_layer", "match_loss", "match_layer", "match_head", "copy_loss", "image_norm",
-                  "lr", "clip_max_shots", "cell_loss", "cell_batch", "threads")
+                  "lr", "clip_max_shots", "cell_loss", "cell_batch", "vision_position", "threads")
 
 
 def pretrain_config_from_args(args: argparse.Namespace):
@@ -397,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--copy-loss", type=float, default=None,
                      help="weight of the binding-copy loss: that head's own output, read through lm_head, should "
                           "name the word it attends to (0: off)")
+    rec.add_argument("--vision-position", type=float, default=None,
+                     help="weight of the vision stage's per-patch row / column loss (the ViT keeps where each patch is; 0: off)")
     rec.add_argument("--cell-loss", type=float, default=None,
                      help="weight of the per-cell read-out loss: a linear head must read every cell's shape, colour "
                           "and size from the image tokens, in the hub and episode stages (0: off)")

@@ -245,7 +245,7 @@ def test_model_card_command_reproduces_the_runs_config(monkeypatch):
             PretrainConfig(seed=6, steps=4000, stop_at=1500, lr=5e-4, init_from="prev", binding_ways=(2, 3),
                            key_loss=0.0, match_loss=0.25, match_layer=1, match_head=1, vision_lr_scale=1.0,
                            vision_layers=5, vision_intermediate=300, vision_steps=300, vision_lr=1e-3, hub_steps=20,
-                           hub_lr=2e-3, clip_max_shots=1, answer_marker=False, cell_loss=0.5, cell_batch=8,
+                           hub_lr=2e-3, clip_max_shots=1, answer_marker=False, cell_loss=0.5, cell_batch=8, vision_position=0.5,
                            mix={"shapes-vqa": 0.25, "binding": 0.5, "format": 0.25})]
     for run in runs:
         seen = {}

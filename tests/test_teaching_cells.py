@@ -90,3 +90,24 @@ def test_cell_loss_reaches_the_query_tokens():
     loss.backward()
     assert vlm.model.query_tokens.grad is not None and vlm.model.query_tokens.grad.abs().sum() > 0
     assert vlm.model.language_projection.weight.grad.abs().sum() > 0
+
+
+def test_position_loss_reads_each_patch_row_and_column():
+    """The vision stage's position loss against a plain re-computation: patch i of the row-major g x g
+    grid has row i // g and column i % g; the loss is the two cross-entropies."""
+    from mmict_core.teaching.vision import VisionHeads, position_loss
+
+    torch.manual_seed(0)
+    g, d, B = 4, 6, 3
+    heads = VisionHeads(d, g)
+    states = torch.randn(B, 1 + g * g, d)  # CLS + patches
+    loss, acc = position_loss(heads, states)
+    p = states[:, 1:]
+    want = 0.0
+    for lin, target in ((heads.row, [i // g for i in range(g * g)]), (heads.col, [i % g for i in range(g * g)])):
+        logits = p @ lin.weight.T + lin.bias  # (B, g*g, g)
+        logp = logits - logits.logsumexp(-1, keepdim=True)
+        want += -logp[:, torch.arange(g * g), torch.tensor(target)].mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="vision_position"):
+        PretrainConfig(vision_position=-1.0)

@@ -24,6 +24,7 @@ class PretrainConfig:
     vision_steps: int | None = None  # None: 3000 from scratch, 0 when continuing
     vision_batch: int = 64
     vision_lr: float = 2e-3
+    vision_position: float = 0.0  # weight of the per-patch row / column loss (keeps where a patch is; 0: none)
     # stage: M-Hub text path (BLIP-2 stage-1 style ITG + ITM on the Q-Former)
     hub_steps: int | None = None  # None: 1500 from scratch, 0 when continuing
     hub_batch: int = 32
@@ -83,6 +84,8 @@ class PretrainConfig:
                              f"{self.match_loss} / {self.match_layer} / {self.match_head}")
         if self.copy_loss < 0:
             raise ValueError(f"copy_loss must be >= 0, got {self.copy_loss}")
+        if self.vision_position < 0:
+            raise ValueError(f"vision_position must be >= 0, got {self.vision_position}")
         if self.cell_loss < 0 or self.cell_batch < 1:
             raise ValueError(f"cell_loss must be >= 0 and cell_batch >= 1, got {self.cell_loss} / {self.cell_batch}")
         if self.key_loss < 0 or self.key_layer < 1:

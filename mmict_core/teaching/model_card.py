@@ -73,7 +73,7 @@ def _status(reports: list[dict]) -> str:
 
 
 # fields added to PretrainConfig after runs were saved, with the value those runs had (the feature did not exist)
-ADDED_LATER = {"copy_loss": 0.0, "hub_mlm": 0.0, "cell_loss": 0.0, "cell_batch": 16}
+ADDED_LATER = {"copy_loss": 0.0, "hub_mlm": 0.0, "cell_loss": 0.0, "cell_batch": 16, "vision_position": 0.0}
 
 
 # PretrainConfig field -> its `mmict pretrain-teaching` flag (the CLI's PRETRAIN_FLAGS, dashed)
