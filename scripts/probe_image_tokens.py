@@ -1,12 +1,16 @@
 """Probe of what the image tokens carry: where the teaching VLM loses the scene's cells.
 
-Three linear read-outs (logistic regression, fresh ShapesWorld scenes of 1-4 objects, train/test split):
+Four linear read-outs (logistic regression, fresh ShapesWorld scenes of 1-4 objects, train/test split):
+- patch_cell: which of the 4 cells a patch lies in, from that patch's own final ViT state (200 scenes x 64
+             patches; chance 0.25): does the ViT keep where a patch is, so the Q-Former can attend by place?
 - vit:       each cell's shape / colour / size (or empty) from the ViT's patch states pooled over the cell
              (what the vision stage trains);
 - tokens:    the same from the flattened image tokens the LM receives (Q-Former query outputs after the
              language projection), encoded without an instruction;
 - answer:    the answer of a ShapesWorld question (colour / shape / size / position) from the image tokens
-             encoded WITH that question as the Q-Former instruction, as in a shapes-vqa episode, by question type.
+             encoded WITH that question as the Q-Former instruction, as in a shapes-vqa episode, by question type
+             (high only when the Q-Former itself selects the asked cell; a model whose tokens carry every cell
+             and leaves the selection to the LM reads low here although it answers right).
 Mean over the four cells for the first two.  One JSON line per model on stdout (and appended to --out).
 
     python scripts/probe_image_tokens.py assets/teaching-vlm runs/v3c-seed1 [--scenes 1500] [--out F]
@@ -54,6 +58,12 @@ def probe(path: str, n: int, seed: int) -> dict:
     vit, tok, ans = np.concatenate(vit), np.concatenate(tok), np.concatenate(ans)
     cut = 2 * n // 3
     out = {"model": path, "scenes": n, "seed": seed}
+    with torch.no_grad():
+        st = vlm.vision_states([sc.render() for sc in scenes[:200]])[:, 1:]  # (200, g*g, d_v)
+    g = int(round(st.shape[1] ** 0.5))
+    cell = np.array([(r // (g // 2)) * 2 + c // (g // 2) for r in range(g) for c in range(g)])  # CELLS order
+    X, y = st.reshape(-1, st.shape[-1]).float().numpy(), np.tile(cell, 200)
+    out["patch_cell"] = round(float((_fit(X, y, 150 * g * g) == y[150 * g * g:]).mean()), 3)
     for attr in ("shape", "colour", "size"):
         accs_v, accs_t = [], []
         for ci, cell in enumerate(sw.CELLS):
