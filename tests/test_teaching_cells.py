@@ -111,3 +111,18 @@ def test_position_loss_reads_each_patch_row_and_column():
     assert loss.item() == pytest.approx(want.item(), rel=1e-6)
     with pytest.raises(ValueError, match="vision_position"):
         PretrainConfig(vision_position=-1.0)
+
+
+def test_cell_step_with_frozen_vision_gives_the_same_loss_and_no_vit_gradient():
+    from mmict_core.backbones.teaching import TeachingVLM
+    from mmict_core.teaching.cells import cell_step
+
+    vlm = TeachingVLM.create(seed=0, vision_layers=1, vision_intermediate=32)
+    vlm.model.requires_grad_(True)
+    head = CellReadout(vlm.num_query_tokens, vlm.hidden_size)
+    full, _ = cell_step(vlm, head, seed=0, stage="hub", step=3, n=3)
+    frozen, _ = cell_step(vlm, head, seed=0, stage="hub", step=3, n=3, frozen_vision=True)
+    torch.testing.assert_close(full, frozen)
+    frozen.backward()
+    assert all(p.grad is None for p in vlm.model.vision_model.parameters())
+    assert vlm.model.query_tokens.grad.abs().sum() > 0

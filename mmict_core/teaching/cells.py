@@ -53,7 +53,12 @@ def cell_loss(head: CellReadout, tokens: torch.Tensor, targets: torch.Tensor) ->
     return loss / len(parts), acc
 
 
-def cell_step(vlm, head: CellReadout, seed: int, stage: str, step: int, n: int) -> tuple[torch.Tensor, float]:
-    """Encode a fresh cell batch through the model (with gradients) and return (loss, accuracy)."""
+def cell_step(vlm, head: CellReadout, seed: int, stage: str, step: int, n: int,
+              frozen_vision: bool = False) -> tuple[torch.Tensor, float]:
+    """Encode a fresh cell batch through the model (with gradients; none through the ViT when
+    ``frozen_vision``, as in the hub stage) and return (loss, accuracy)."""
     images, prompts, targets = cell_batch(seed, stage, step, n)
+    if frozen_vision:
+        with torch.no_grad():
+            images = vlm.vision_states(images)  # (n, 1 + patches, d_v): the Q-Former takes them as they are
     return cell_loss(head, vlm.encode_images(images, prompts), targets)

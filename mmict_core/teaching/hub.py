@@ -179,7 +179,7 @@ def hub_stage(vlm: TeachingVLM, cfg: PretrainConfig, log: list, progress: bool =
         itg, itm, acc, mlm = hub_losses(vlm, heads, hub_items(cfg, step), cfg.hub_text_negatives, cfg.hub_mlm)
         loss = cfg.hub_itg * itg + cfg.hub_itm * itm + cfg.hub_mlm * mlm
         if cell_head is not None:
-            cells, cell_acc = cell_step(vlm, cell_head, cfg.seed, "hub", step, cfg.cell_batch)
+            cells, cell_acc = cell_step(vlm, cell_head, cfg.seed, "hub", step, cfg.cell_batch, frozen_vision=True)
             loss = loss + cfg.cell_loss * cells
             cell_ema = cell_acc if cell_ema is None else 0.95 * cell_ema + 0.05 * cell_acc
         warm = min(1.0, (step + 1) / 50)
