@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -155,6 +156,25 @@ def _wait_rendered(page, expect, console, what: str) -> None:
     assert page.locator(".widget-tab").count() >= 1  # the Studio's tabs
 
 
+def _run_all(page, expect, tries: int = 3) -> None:
+    """Run > Run All Cells once the kernel is idle, and again if no cell was queued.
+
+    Seen in CI on a loaded machine: "Run All Cells" clicked while the kernel was still starting left
+    every prompt at "[ ]:" and the kernel idle, so nothing ever ran."""
+    status = page.get_by_role("button", name=re.compile(r"\| Idle$"))
+    prompts = page.locator(".jp-Notebook .jp-InputPrompt")
+    for attempt in range(tries):
+        expect(status.first).to_be_visible(timeout=120_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if any(re.search(r"\[(\*|\d+)\]", t) for t in prompts.all_inner_texts()):
+                return  # queued or run
+            page.wait_for_timeout(500)
+    raise AssertionError(f"Run All Cells queued nothing in {tries} tries; prompts: {prompts.all_inner_texts()}")
+
+
 def test_every_panel_survives_reload_and_reopen(tmp_path):
     jupyter = _needs()
     from playwright.sync_api import expect, sync_playwright
@@ -176,9 +196,7 @@ def test_every_panel_survives_reload_and_reopen(tmp_path):
                 page.on("console", lambda m: console.append(m.text))
                 page.goto(lab.url("panels.ipynb"))
                 page.locator(".jp-Notebook .jp-Cell").first.click()
-                expect(page.locator(".jp-Notebook-ExecutionIndicator, .jp-KernelStatus").first).to_be_attached()
-                page.get_by_role("menuitem", name="Run", exact=True).click()
-                page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+                _run_all(page, expect)
                 expect(page.get_by_text(f"{READY} ok")).to_be_visible(timeout=240_000)
                 _wait_rendered(page, expect, console, "first run")
                 page.keyboard.press("Control+s")
