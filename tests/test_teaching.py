@@ -259,8 +259,8 @@ def test_model_card_command_reproduces_the_runs_config(monkeypatch):
     del old["copy_loss"]
     assert "--copy-loss 0" in command(old)
     old = asdict(PretrainConfig(seed=2))
-    del old["cell_loss"], old["cell_batch"]
-    assert "--cell" not in command(old)  # the cell loss was off (0.0) when it did not exist: the default still
+    del old["cell_loss"], old["cell_batch"], old["vision_position"]
+    assert "--cell-loss 0 " in command(old) + " " and "--vision-position 0 " in command(old) + " "
 
 
 def test_recipe_stage_list():

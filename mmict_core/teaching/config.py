@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # task mix of the episode stage (the downstream ft-* tasks are never part of it)
-DEFAULT_MIX = {"shapes-vqa": 0.22, "shapes-caption": 0.06, "digits": 0.05, "binding": 0.22, "operator": 0.08,
-               "format": 0.12, "clip-qa": 0.15, "clip-caption": 0.10}
+DEFAULT_MIX = {"shapes-vqa": 0.22, "shapes-caption": 0.04, "digits": 0.05, "binding": 0.18, "operator": 0.08,
+               "format": 0.12, "clip-qa": 0.15, "clip-caption": 0.16}
 MIX_TASKS = set(DEFAULT_MIX) | {"binding-cued"}
 # Q-Former text-path stage: items whose text ("prompt answer") follows from the image
 HUB_MIX = {"shapes-vqa": 0.3, "shapes-caption": 0.25, "digits": 0.1, "clip-qa": 0.15, "clip-caption": 0.2}
@@ -24,7 +24,7 @@ class PretrainConfig:
     vision_steps: int | None = None  # None: 3000 from scratch, 0 when continuing
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    vision_position: float = 0.0  # weight of the per-patch row / column loss (keeps where a patch is; 0: none)
+    vision_position: float = 1.0  # weight of the per-patch row / column loss (keeps where a patch is; 0: none)
     # stage: M-Hub text path (BLIP-2 stage-1 style ITG + ITM on the Q-Former)
     hub_steps: int | None = None  # None: 1500 from scratch, 0 when continuing
     hub_batch: int = 32
@@ -39,7 +39,7 @@ class PretrainConfig:
     induction_lr: float = 5e-4
     induction_batch: int = 32
     # stage: episodes
-    steps: int = 14000
+    steps: int = 11000
     batch: int = 16
     lr: float = 1.5e-3
     vision_lr_scale: float = 0.1  # episode-stage lr of the vision encoder, relative
@@ -57,8 +57,8 @@ class PretrainConfig:
     match_layer: int = 2  # decoder layer (0-based) whose head `match_head` the match loss supervises
     match_head: int = 0
     copy_loss: float = 1.0  # weight of the binding-copy loss on that head's direct logits (0: none); see auxiliary.copy_loss
-    cell_loss: float = 0.0  # weight of the per-cell read-out loss on the image tokens, hub + episode stages (0: none); see cells
-    cell_batch: int = 16  # fresh scenes per step for the cell read-out loss
+    cell_loss: float = 1.0  # weight of the per-cell read-out loss on the image tokens, hub + episode stages (0: none); see cells
+    cell_batch: int = 8  # fresh scenes per step for the cell read-out loss
     eval_every: int = 1000
     eval_episodes: int = 32
     stop_at: int | None = None  # stop after this many steps of the `steps`-long schedule (None: run it all)
