@@ -73,9 +73,11 @@ def test_cell_loss_config_and_recipe_wiring(tmp_path):
     eps = [e for e in summary["log"] if e["stage"] == "episodes"]
     assert hub and all(0.0 <= e["cell_acc"] <= 1.0 for e in hub)
     assert eps and "cell_acc" in eps[-1]
-    # off by default: no cell entries at all
+    # on by default (the recipe's candidate 4); 0.0 switches it off: no cell entries at all
+    assert PretrainConfig().cell_loss > 0
     off = pretrain_teaching(tmp_path / "n", PretrainConfig(steps=1, vision_steps=0, hub_steps=1, hub_batch=4, batch=2,
-                                                           eval_every=0, eval_episodes=0, probe_scenes=30), progress=False)
+                                                           eval_every=0, eval_episodes=0, probe_scenes=30, cell_loss=0.0),
+                            progress=False)
     assert not any("cell_acc" in e for e in off["log"])
 
 
