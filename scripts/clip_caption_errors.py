@@ -3,7 +3,8 @@ wrong caption, what differs (the number of events, an actor's name, or what it d
 
     python scripts/clip_caption_errors.py runs/v4-seed0 [--episodes 300] [--shots 0]
 
-Test split, evaluation seed 0 (the same clips as `mmict eval --task clip-caption`).  A caption is
+Test split, evaluation seed 0: the same episodes, generation length and answer normalisation as
+`mmict eval --task clip-caption`.  A caption is
 "the <actor> <does> and the <actor> <does>"; each event is compared with the reference event at the
 same place.  One JSON line per model, with a few wrong captions as examples.
 """
@@ -48,19 +49,22 @@ def diagnose(pred: str, ref: str) -> list[str]:
 
 def errors(path: str, episodes: int, shots: int) -> dict:
     from mmict_core.backbones import TeachingVLM
-    from mmict_core.data import make_episode
+    from mmict_core.data import get_task, make_episode
+    from mmict_core.evaluate.normalize import normalize_answer
 
     vlm = TeachingVLM.load(path)
     vlm.model.eval()
-    eps = [make_episode("clip-caption", shots, seed=0, index=i, split="test", pool_size=max(shots, 1))
+    t = get_task("clip-caption")
+    # the episodes and generation length of `mmict eval` (evaluate.icl)
+    eps = [make_episode(t, shots, seed=0, index=i, split="test", pool_size=max(t.default_pool_size, shots))
            for i in range(episodes)]
     by_events, kinds, examples = collections.defaultdict(list), collections.Counter(), []
-    for s in range(0, episodes, 25):
+    for s in range(0, episodes, 64):
         with torch.no_grad():
-            outs = vlm.generate(eps[s:s + 25], max_new_tokens=24)
-        for ep, o in zip(eps[s:s + 25], outs):
+            outs = vlm.generate(eps[s:s + 64], max_new_tokens=t.max_new_tokens)
+        for ep, o in zip(eps[s:s + 64], outs):
             ref = ep.query.answer.strip()
-            d = diagnose(o, ref)
+            d = [] if normalize_answer(o) == normalize_answer(ref) else diagnose(o, ref)
             by_events[ref.count(" and ") + 1].append(not d)
             kinds.update(set(d))
             if d and len(examples) < 8:

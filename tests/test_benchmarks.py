@@ -338,3 +338,17 @@ def test_real_config_settings_fit_the_budget():
             assert fitting and sum(p["largest"] for p in plan) == 1
             assert max(p["parameters"] for p in fitting) <= most  # the time share: full ~90 s, --quick tiny
             assert not plan[-1]["fits"]  # the 7B shape is planned and skipped before it is built
+
+
+def test_teaching_latency_interleaves_two_checkpoints(tmp_path):
+    from benchmarks import teaching_latency as tl
+    from mmict_core.backbones import TeachingVLM
+
+    for name, seed in (("a", 0), ("b", 1)):
+        TeachingVLM.create(seed=seed, vision_layers=1, vision_intermediate=32).save(tmp_path / name)
+    out = tl.measure(str(tmp_path / "b"), str(tmp_path / "a"), rounds=3, episodes=2, new_tokens=2)
+    s = out["query_s"]
+    assert set(s) == {"base", "candidate"} and s["base"]["n"] == s["candidate"]["n"] == 3
+    assert out["ratio_median"] == pytest.approx(s["candidate"]["median"] / s["base"]["median"])
+    assert out["goal"]["value"] == out["ratio_median"] and out["goal"]["threshold"] == tl.GOAL
+    assert out["goal"]["passed"] == (out["ratio_median"] <= tl.GOAL)

@@ -513,3 +513,17 @@ def test_copy_loss_is_the_matching_heads_own_vote_for_the_shown_word(tmp_path):
                          match_loss=0.5, key_loss=0.0, mix={"binding": 1.0}, binding_ways=(2, 2))
     summary = pretrain_teaching(tmp_path / "m", cfg, progress=False)
     assert summary["log"][-1]["copy_loss"] > 0
+
+
+def test_model_card_quantised_within_three_points_at_the_boundary():
+    from mmict_core.teaching.model_card import _acceptance
+
+    def rep(quant, accs):  # accuracies over 300 episodes, stored to 4 places as mmict eval writes them
+        return {"task": "clip-caption", "quant": quant, "chance": 0.007,
+                "results": [{"shots": k, "accuracy": round(n / 300, 4)} for k, n in accs.items()]}
+
+    fp32 = rep("none", {0: 200, 1: 187})
+    exactly_three = _acceptance([fp32, rep("4bit", {0: 201, 1: 196})])  # 9/300 = 3 points
+    assert "| 4bit: every accuracy within 3 points of fp32 | max |diff| 0.030 | PASS |" in exactly_three
+    over = _acceptance([fp32, rep("4bit", {0: 201, 1: 197})])  # 10/300
+    assert "| 4bit: every accuracy within 3 points of fp32 | max |diff| 0.033 | FAIL |" in over
