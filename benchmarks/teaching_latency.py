@@ -1,7 +1,7 @@
 """Per-query latency of a 0-shot query on two teaching VLMs, interleaved in one run (the Teaching
 world v2 goal: a new checkpoint's 0-shot query within 1.2x of the shipped one's).
 
-    python -m benchmarks.teaching_latency runs/v4-seed0 [--base assets/teaching-vlm] [--rounds 40] [--json F]
+    python -m benchmarks.teaching_latency assets/teaching-vlm-v2 [--base assets/teaching-vlm] [--rounds 40] [--json F]
 
 One query = assemble the episode (image encoding included) and decode a fixed number of tokens,
 batch 1, as a user runs it; the two models alternate round by round (``stats.round_robin``), so
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import fresh_method, query_fn
+from benchmarks.provenance import checkpoint, git_state, machine
 from benchmarks.stats import Goal, ratio, round_robin, summarize
 from mmict_core.backbones import TeachingVLM
 from mmict_core.data import make_episode
@@ -49,7 +50,8 @@ def measure(candidate: str, base: str, task: str = "shapes-vqa", rounds: int = 4
     value = ratio(s["candidate"]["median"], s["base"]["median"])
     goal = Goal(f"0-shot {task} per-query latency: candidate / base (median)", value, "<=", GOAL,
                 f"{s['candidate']['median'] * 1e3:.1f} vs {s['base']['median'] * 1e3:.1f} ms; {rounds} interleaved rounds")
-    return {"task": task, "candidate": candidate, "base": base, "rounds": rounds, "episodes": episodes,
+    return {"task": task, "candidate": checkpoint(Path(candidate)), "base": checkpoint(Path(base)),
+            "git": git_state(), "machine": machine(), "rounds": rounds, "episodes": episodes,
             "new_tokens": new_tokens, "torch_threads": torch.get_num_threads(), "query_s": s,
             "ratio_median": value, "ratio_min": ratio(s["candidate"]["min"], s["base"]["min"]), "goal": goal.as_dict()}
 
