@@ -49,26 +49,22 @@ def diagnose(pred: str, ref: str) -> list[str]:
 
 def errors(path: str, episodes: int, shots: int) -> dict:
     from mmict_core.backbones import TeachingVLM
-    from mmict_core.data import get_task, make_episode
+    from mmict_core.evaluate.icl import evaluate_generation
     from mmict_core.evaluate.normalize import normalize_answer
 
     vlm = TeachingVLM.load(path)
     vlm.model.eval()
-    t = get_task("clip-caption")
-    # the episodes and generation length of `mmict eval` (evaluate.icl)
-    eps = [make_episode(t, shots, seed=0, index=i, split="test", pool_size=max(t.default_pool_size, shots))
-           for i in range(episodes)]
+    # `mmict eval`'s own loop: the same episodes, generation length and (prediction, reference) pairs
+    res = evaluate_generation(vlm.generate, "clip-caption", [shots], episodes=episodes, seed=0, batch_size=64,
+                              keep_predictions=episodes, progress=False)[0]
     by_events, kinds, examples = collections.defaultdict(list), collections.Counter(), []
-    for s in range(0, episodes, 64):
-        with torch.no_grad():
-            outs = vlm.generate(eps[s:s + 64], max_new_tokens=t.max_new_tokens)
-        for ep, o in zip(eps[s:s + 64], outs):
-            ref = ep.query.answer.strip()
-            d = [] if normalize_answer(o) == normalize_answer(ref) else diagnose(o, ref)
-            by_events[ref.count(" and ") + 1].append(not d)
-            kinds.update(set(d))
-            if d and len(examples) < 8:
-                examples.append({"ref": ref, "pred": o.strip(), "diff": d})
+    for o, ref in res.predictions:
+        ref = ref.strip()
+        d = [] if normalize_answer(o) == normalize_answer(ref) else diagnose(o, ref)
+        by_events[ref.count(" and ") + 1].append(not d)
+        kinds.update(set(d))
+        if d and len(examples) < 8:
+            examples.append({"ref": ref, "pred": o.strip(), "diff": d})
     n = sum(len(v) for v in by_events.values())
     wrong = n - sum(sum(v) for v in by_events.values())
     return {"model": path, "shots": shots, "n": n, "exact": round((n - wrong) / n, 3),
