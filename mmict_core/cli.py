@@ -310,8 +310,18 @@ def cmd_case_study(args: argparse.Namespace) -> None:
 def cmd_starter_library(args: argparse.Namespace) -> None:
     from .casestudy import STARTER_DIR, build_starter_library
 
-    only = [x.strip() for x in args.only.split(",")] if args.only else None
-    build_starter_library(args.out or STARTER_DIR, seed=args.seed, only=only, episodes=args.episodes)
+    from .backbones import load_backbone
+    from .casestudy import STARTER_ENTRIES
+
+    only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+    unknown = sorted(set(only or ()) - {e.name for e in STARTER_ENTRIES})
+    if unknown:
+        raise SystemExit(f"unknown starter-library entries: {', '.join(unknown)}; "
+                         f"the entries are: {', '.join(e.name for e in STARTER_ENTRIES)}")
+    # a library lives beside the checkpoint it was trained on: another teaching folder gets <folder>/library
+    out = args.out or (STARTER_DIR if args.backbone in (None, "teaching") else Path(args.backbone) / "library")
+    bb = load_backbone(args.backbone) if args.backbone not in (None, "teaching") else None
+    build_starter_library(out, seed=args.seed, only=only, episodes=args.episodes, backbone=bb)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--seed", type=int, default=0)
     sl.add_argument("--only", default=None, help="comma-separated entry names to (re)build")
     sl.add_argument("--episodes", type=_positive, default=100, help="held-out episodes for each entry's accuracy")
+    sl.add_argument("--backbone", default=None,
+                    help="teaching-VLM folder to train on (default: the shipped one); its library goes to "
+                         "<folder>/library unless --out is given")
     sl.set_defaults(func=cmd_starter_library)
 
     t = sub.add_parser("pretrain-teaching", help="train the teaching VLM from scratch (the shipped recipe; flags only for experiments)")

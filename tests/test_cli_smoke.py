@@ -124,6 +124,32 @@ def test_starter_library_and_case_study(tmp_path, monkeypatch):
     assert [a["method"] for a in case["accuracy"]] == ["vanilla-ft"] and case["accuracy"][0]["n"] == 2
 
 
+def test_starter_library_on_another_teaching_folder_goes_beside_it(tmp_path, monkeypatch):
+    """`starter-library --backbone FOLDER` trains on that checkpoint and, without --out, stores the library in
+    FOLDER/library (never in the shipped one); an unknown --only name is refused with the list of entries."""
+    import shutil
+
+    import mmict_core.casestudy as cs
+    from mmict_core.backbones import load_backbone
+    from mmict_core.vlibrary import VLibrary
+
+    with pytest.raises(SystemExit, match="unknown starter-library entries: nope.mmict; the entries are: ft-vqa"):
+        main(["starter-library", "--only", "nope.mmict"])
+    monkeypatch.setattr(cs, "STARTER_TRAIN", {k: dict(steps=2, lr=1e-3, batch_size=2, samples=4)
+                                              for k in cs.STARTER_TRAIN})
+    folder = tmp_path / "tvlm"
+    folder.mkdir()
+    for f in Path(cs.STARTER_DIR).parent.iterdir():
+        if f.is_file():
+            shutil.copy(f, folder / f.name)
+    shipped_before = sorted(p.name for p in Path(cs.STARTER_DIR).iterdir())
+    assert main(["starter-library", "--backbone", str(folder), "--only", "ft-vqa.vanilla-ft", "--episodes", "2"]) == 0
+    entries = VLibrary(folder / "library").list()
+    assert [e["name"] for e in entries] == ["ft-vqa.vanilla-ft"]
+    assert entries[0]["backbone"] == load_backbone(str(folder)).fingerprint()
+    assert sorted(p.name for p in Path(cs.STARTER_DIR).iterdir()) == shipped_before
+
+
 def test_pretrain_teaching_saves_a_loadable_vlm(tmp_path, monkeypatch):
     import mmict_core.teaching as teaching
     from mmict_core.backbones import TeachingVLM

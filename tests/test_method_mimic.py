@@ -287,3 +287,58 @@ def test_shift_with_grouped_key_heads_equals_the_repeated_cache_formula(dtype, T
     ref = sa + mu.transpose(1, 2)[..., None] * v
     tol = 1e-5 if dtype == torch.float32 else 3e-2
     torch.testing.assert_close(got.float(), ref, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("pad", [False, True])
+def test_decode_step_equals_sdpa_plus_shift_over_the_repeated_cache(dtype, pad):
+    """mimic_decode_step (one q.k pass: softmax and log Z2 from the same scores) against the plain fp32
+    formula over repeat_kv(key/value): softmax(q.k / sqrt(D) masked) @ V + sigmoid(w.q + b - log Z2) * v."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from mmict_core.methods.mimic.attention import mimic_decode_step
+
+    g = torch.Generator().manual_seed(2)
+    B, H, H_kv, S, D = 2, 8, 2, 37, 16
+    q = torch.randn(B, H, 1, D, generator=g)
+    k, val = torch.randn(B, H_kv, S, D, generator=g), torch.randn(B, H_kv, S, D, generator=g)
+    w, b, v = torch.randn(H, D, generator=g) * 0.1, torch.randn(H, generator=g), torch.randn(H, D, generator=g)
+    mask = torch.ones(B, 1, 1, S, dtype=torch.bool)
+    if pad:
+        mask[1, ..., :6] = False  # left padding of the second row
+    cap: dict = {}
+    got = mimic_decode_step(q.to(dtype), k.to(dtype), val.to(dtype), mask, D ** -0.5, w, b, v, cap, 3)
+    assert got.dtype == dtype and got.shape == (B, 1, H, D)
+    s = (q @ repeat_kv(k, H // H_kv).transpose(-1, -2) * D ** -0.5).masked_fill(~mask, float("-inf"))  # (B, H, 1, S)
+    sa = (s.softmax(-1) @ repeat_kv(val, H // H_kv)).transpose(1, 2)  # (B, 1, H, D)
+    mu = torch.sigmoid((q * w[None, :, None]).sum(-1) + b[None, :, None] - s.logsumexp(-1))  # (B, H, 1)
+    ref = sa + mu.transpose(1, 2)[..., None] * v
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got.float(), ref, atol=tol, rtol=tol)
+    torch.testing.assert_close(cap[3][1][..., 0], mu, atol=tol, rtol=tol)  # the captured gate is the same mu
+
+
+def test_cached_decoding_through_the_decode_step_matches_full_recompute(vlm):
+    """A cached decode step (it takes mimic_decode_step) gives the same next-token logits as re-running the
+    whole left-padded sequence without a cache (every position through SDPA + mimic_shift)."""
+    m = loud(MimIC(vlm, MimICConfig()))
+    bb = vlm
+    lm = bb.language_model
+    with torch.no_grad(), m.attached():
+        batch = bb.assemble_episodes(episodes(0), with_answer=False, padding_side="left")
+        assert batch.attention_mask.min() == 0  # left padding present
+        mask = batch.attention_mask
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = lm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+        emb = lm.get_input_embeddings()(out.logits[:, -1].argmax(-1))[:, None]  # (B, 1, d): the greedy token
+        mask2 = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        pos2 = (mask2.cumsum(-1) - 1).clamp(min=0)
+        step = lm(inputs_embeds=emb, attention_mask=mask2, position_ids=pos2[:, -1:],
+                  past_key_values=out.past_key_values, use_cache=True)
+        full = lm(inputs_embeds=torch.cat([batch.inputs_embeds, emb], 1), attention_mask=mask2, position_ids=pos2,
+                  use_cache=False)
+    torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # and the shift is on in both: detached, the last logits differ
+        plain = lm(inputs_embeds=torch.cat([batch.inputs_embeds, emb], 1), attention_mask=mask2, position_ids=pos2,
+                   use_cache=False)
+    assert (plain.logits[:, -1] - full.logits[:, -1]).abs().max() > 1e-2
