@@ -136,6 +136,9 @@ def main() -> None:
     ap.add_argument("--tasks", default="ft-vqa,ft-caption")
     ap.add_argument("--out", default="runs/downstream")
     ap.add_argument("--backbone", default="teaching")
+    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                    help="training seeds to run now (default all three; a claim needs all three, the rest can follow "
+                         "later: finished runs are skipped)")
     ap.add_argument("--readme", action="store_true", help="rewrite the README's claim block from the JSON in --out")
     ap.add_argument("--check", action="store_true", help="exit 1 when the README's claim block differs from the JSON")
     ap.add_argument("--library", help="also store each seed-0 adapter here (the starter library: what "
@@ -147,10 +150,13 @@ def main() -> None:
     if a.phase:
         from mmict_core.backbones import load_backbone
 
+        seeds = [int(x) for x in a.seeds.split(",")]
+        if not set(seeds) <= set(SEEDS):
+            raise SystemExit(f"--seeds: the claim's seeds are {', '.join(map(str, SEEDS))}; got {a.seeds}")
         bb = load_backbone(a.backbone)
         for task in tasks:
             for method in PHASES[a.phase]:
-                for seed in (SEEDS if method != "icl" else (0,)):
+                for seed in (seeds if method != "icl" else (0,)):
                     run_one(bb, task, method, seed, out, a.library)
     if a.summary:
         print(summary(tasks, out))
