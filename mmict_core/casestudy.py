@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import paths
 from .data import Episode, get_task, make_episode
 from .evaluate.exact_match import exact_match
 from .evaluate.claims import wilson_interval  # noqa: F401  (re-exported: the case study's interval)
@@ -27,7 +28,7 @@ CASE_TASKS = {"vqa": "ft-vqa", "caption": "ft-caption", "video-qa": "ft-video-qa
               "binding": "binding"}
 CASE_METHODS = ("vanilla-ft", "vanilla-ict", "mmict")
 DEFAULT_SHOTS = 4
-STARTER_DIR = Path(__file__).resolve().parents[1] / "assets" / "teaching-vlm" / "library"
+STARTER_DIR = paths.STARTER_DIR  # beside the default teaching VLM (mmict_core.paths)
 
 
 def resolve_task(task: str) -> str:

@@ -18,12 +18,13 @@ import torch
 from tokenizers import Tokenizer
 from transformers import InstructBlipConfig, InstructBlipForConditionalGeneration
 
+from .. import paths
 from ..data import check_image_array, vocabulary
 from .base import VLMBackbone
 from .quant import keep_4bit_trainable, quantization_config
 from .tokenizer import ANSWER, BOS, EOS, IMAGE, PAD, SEP, build_word_tokenizer
 
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "teaching-vlm"
+ASSETS_DIR = paths.ASSETS_DIR  # the default teaching VLM (the shipped one, or $MMICT_TEACHING_DIR)
 META_FILE = "teaching.json"
 
 
