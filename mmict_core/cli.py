@@ -308,10 +308,8 @@ def cmd_case_study(args: argparse.Namespace) -> None:
 
 
 def cmd_starter_library(args: argparse.Namespace) -> None:
-    from .casestudy import STARTER_DIR, build_starter_library
-
     from .backbones import load_backbone
-    from .casestudy import STARTER_ENTRIES
+    from .casestudy import STARTER_DIR, STARTER_ENTRIES, build_starter_library
 
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     unknown = sorted(set(only or ()) - {e.name for e in STARTER_ENTRIES})
