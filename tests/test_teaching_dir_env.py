@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import json
 from mmict_core import casestudy, paths
-from mmict_core.backbones import ASSETS_DIR, TeachingVLM, load_backbone
+from mmict_core.backbones import ASSETS_DIR, load_backbone
 print(json.dumps({"assets": str(ASSETS_DIR), "starter": str(casestudy.starter_library().root),
                   "fp": load_backbone("teaching").fingerprint(), "shipped": str(paths.SHIPPED_DIR)}))
 """
