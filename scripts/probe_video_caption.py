@@ -1,0 +1,100 @@
+"""Analysis probe (not a claim, not the pre-registered setting): where the case-study adapters' video captions
+go wrong on ``ft-video-caption``.  Each caption is split into its events ("... and ..."); each predicted event is
+counted as
+
+- ``right``: one of the query's events, under either naming convention;
+- ``from a demo``: not one of the query's events, but one of the demonstrations' events (copied from the context);
+- ``other``: neither; split further into ``right actor, wrong action`` (its actor, e.g. "red circle", as
+  ``clip_caption_errors.split_event`` reads it, is one of the query's actors under either convention) and
+  ``wrong actor``.
+
+Also: the share of captions that repeat a demonstration's whole answer, and of captions with as many events as
+the reference.  The adapters are the starter library's (seed 0); the episodes are the claim's test episodes.
+
+    MMICT_TEACHING_DIR=assets/teaching-vlm-v2 python scripts/probe_video_caption.py --shots 4 \\
+        --out benchmarks/results/teaching-v2/v4-seed0/probe_video_caption.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from clip_caption_errors import split_event  # scripts/: the same actor / action split as the clip-caption probe
+
+from mmict_core.evaluate.exact_match import normalize_answer
+
+
+def events(caption: str) -> list[str]:
+    """'the red circle moves left and the blue cross appears' -> ['red circle moves left', 'blue cross appears']
+    (the normalised events; articles dropped as the metric does)."""
+    return [e.strip() for e in normalize_answer(caption).split(" and ") if e.strip()]
+
+
+def classify(pred: str, refs: list[str], demo_answers: list[str]) -> Counter:
+    """Counts of the predicted events that are right / from a demo / other (see the module's docstring)."""
+    right = {e for r in refs for e in events(r)}
+    demo = {e for d in demo_answers for e in events(d)}
+    actors = {split_event(e)[0] for e in right}
+    c = Counter()
+    for e in events(pred):
+        kind = "right" if e in right else "from a demo" if e in demo else "other"
+        c[kind] += 1
+        if kind == "other":
+            c["right actor, wrong action" if split_event(e)[0] in actors else "wrong actor"] += 1
+    return c
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shots", type=int, default=4)
+    ap.add_argument("--episodes", type=int, default=150)
+    ap.add_argument("--methods", default="vanilla-ft,vanilla-ict,mmict")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+
+    import torch
+
+    from mmict_core.backbones import load_backbone
+    from mmict_core.casestudy import method_for
+    from mmict_core.data import get_task, make_episode
+
+    torch.manual_seed(0)
+    task = get_task("ft-video-caption")
+    bb = load_backbone("teaching")
+    report = {"task": task.name, "shots": a.shots, "episodes": a.episodes, "methods": {}}
+    for name in a.methods.split(","):
+        m = method_for(bb, name, task.name, shots=a.shots)
+        k = a.shots if m.uses_demos else 0
+        tot, n_events_ok, whole_copy, exact = Counter(), 0, 0, 0
+        examples = []
+        for start in range(0, a.episodes, 25):
+            eps = [make_episode(task, k, seed=0, index=i, split="test") for i in range(start, min(a.episodes, start + 25))]
+            with torch.no_grad():
+                outs = m.generate(eps, max_new_tokens=task.max_new_tokens)
+            for ep, out in zip(eps, outs):
+                refs = [*ep.query.answers, *([ep.query.meta["alternative"]] if ep.query.meta.get("alternative") else [])]
+                demo_answers = [d.answer for d in ep.demos]
+                tot += classify(out, refs, demo_answers)
+                n_events_ok += len(events(out)) == len(events(ep.query.answer))
+                whole_copy += normalize_answer(out) in {normalize_answer(d) for d in demo_answers}
+                exact += normalize_answer(out) in {normalize_answer(r) for r in ep.query.answers}
+                if len(examples) < 8:
+                    examples.append({"prediction": out, "reference": ep.query.answer, "demos": demo_answers})
+        n_ev = sum(tot[key] for key in ("right", "from a demo", "other")) or 1
+        row = {"shots": k, "exact": exact / a.episodes,
+               "events": {key: round(tot[key] / n_ev, 3) for key in ("right", "from a demo", "other",
+                                                                         "right actor, wrong action", "wrong actor")},
+               "predicted_events": n_ev, "same_event_count": n_events_ok / a.episodes,
+               "repeats_a_whole_demo_answer": whole_copy / a.episodes, "examples": examples}
+        report["methods"][name] = row
+        print(f"{name:12s} k={k}  exact {row['exact']:.3f}  events right/demo/other "
+              f"{row['events']['right']:.3f}/{row['events']['from a demo']:.3f}/{row['events']['other']:.3f} (actor right {row['events']['right actor, wrong action']:.3f})  "
+              f"same #events {row['same_event_count']:.3f}  whole demo answer {row['repeats_a_whole_demo_answer']:.3f}")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
