@@ -23,7 +23,7 @@ from pathlib import Path
 
 from clip_caption_errors import split_event  # scripts/: the same actor / action split as the clip-caption probe
 
-from mmict_core.evaluate.exact_match import normalize_answer
+from mmict_core.evaluate.exact_match import exact_match, normalize_answer
 
 
 def events(caption: str) -> list[str]:
@@ -60,7 +60,6 @@ def main() -> None:
     from mmict_core.casestudy import method_for
     from mmict_core.data import get_task, make_episode
 
-    torch.manual_seed(0)
     task = get_task("ft-video-caption")
     bb = load_backbone("teaching")
     report = {"task": task.name, "shots": a.shots, "episodes": a.episodes, "methods": {}}
@@ -78,8 +77,8 @@ def main() -> None:
                 demo_answers = [d.answer for d in ep.demos]
                 tot += classify(out, refs, demo_answers)
                 n_events_ok += len(events(out)) == len(events(ep.query.answer))
-                whole_copy += normalize_answer(out) in {normalize_answer(d) for d in demo_answers}
-                exact += normalize_answer(out) in {normalize_answer(r) for r in ep.query.answers}
+                whole_copy += exact_match(out, demo_answers)
+                exact += exact_match(out, ep.query.answers)
                 if len(examples) < 8:
                     examples.append({"prediction": out, "reference": ep.query.answer, "demos": demo_answers})
         n_ev = sum(tot[key] for key in ("right", "from a demo", "other")) or 1
