@@ -214,7 +214,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(format_table(rows, cols))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"task": args.task, "rows": rows}, indent=2))
+        meta = {"episodes": args.episodes, "seed": args.seed, "quant": args.quant, "fixed_binding": args.fixed_binding,
+                "steps": tcfg.steps, "backbone": backbone.fingerprint()}
+        Path(args.json).write_text(json.dumps({"task": args.task, **meta, "rows": rows}, indent=2))
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:

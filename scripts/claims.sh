@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=benchmarks/results/claims/downstream
-TASKS=${TASKS:-ft-vqa,ft-caption}
+TASKS=${TASKS:-ft-vqa,ft-caption,ft-video-qa,ft-video-caption}
 LIB=${LIB:-assets/teaching-vlm/library}
 $PY scripts/measure_downstream.py --phase baseline --tasks "$TASKS" --out "$OUT" --library "$LIB"
 $PY scripts/measure_downstream.py --phase methods --tasks "$TASKS" --out "$OUT" --library "$LIB"

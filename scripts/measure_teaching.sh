@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measure a teaching VLM as its model card reports it: 300 held-out test episodes, seed 0, fp32 /
 # 8-bit / 4-bit, then rewrite its MODEL_CARD.md from the JSON reports.
-#   bash scripts/measure_teaching.sh                       # the shipped model (assets/teaching-vlm)
+#   bash scripts/measure_teaching.sh                       # the shipped model (assets/teaching-vlm; reports in
+#                                                          # its eval/, the README's teaching table rewritten)
 #   MODEL=runs/v2s1/model OUT=runs/eval-s1 NO_CARD=1 bash scripts/measure_teaching.sh   # another run
 #   SECOND=runs/eval-s1 bash scripts/measure_teaching.sh   # the card also shows that run's table beside
 #   CARD_ONLY=1 MODEL=runs/v2-seed0 OUT=runs/eval-v2s0 SECOND=runs/eval-v2s1 bash scripts/measure_teaching.sh
@@ -9,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
-OUT=${OUT:-runs/eval}
 MODEL=${MODEL:-assets/teaching-vlm}
+OUT=${OUT:-$MODEL/eval}
 mkdir -p "$OUT"
 if [ -z "${CARD_ONLY:-}" ]; then
 for quant in ${QUANTS:-none 8bit 4bit}; do
@@ -44,4 +45,9 @@ sec = (f"seed {json.loads((Path(second) / 'seed.json').read_text())['seed']}", l
 write_model_card(model, load(out), "bash scripts/measure_teaching.sh  (mmict eval --task T --shots 0,1,2,4,8 "
                  "--episodes 300 --seed 0 --quant Q)", second=sec)
 print("model card written")
+if Path(model).resolve() == Path("assets/teaching-vlm").resolve() and out.resolve() == (Path(model) / "eval").resolve():
+    from mmict_core.evaluate.claims import write_marked_block
+    from mmict_core.teaching.model_card import README_BEGIN, README_END, readme_table
+    write_marked_block("README.md", README_BEGIN, README_END, readme_table(out))
+    print("README teaching table written")
 PY

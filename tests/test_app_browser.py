@@ -97,6 +97,8 @@ def _flow(page, url, shots, expect):
     # accuracy table with intervals and the card — no training before it
     _fill_number(page, expect, "Held-out episodes for the accuracy", 4)
     for label, task in (("(a) VQA — ft-vqa", "ft-vqa"), ("(b) image captioning — ft-caption", "ft-caption"),
+                        ("(c) video QA — ft-video-qa", "ft-video-qa"),
+                        ("(d) video captioning — ft-video-caption", "ft-video-caption"),
                         ("per-episode binding", "binding")):
         if task != "ft-vqa":
             page.get_by_label("Case-study type").click()

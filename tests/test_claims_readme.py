@@ -23,7 +23,7 @@ def _script():
 
 def test_readme_block_equals_what_the_json_gives():
     md = _script()
-    assert md.write_readme(["ft-vqa", "ft-caption"], ROOT / md.RESULTS, ROOT / "README.md", check=True), (
+    assert md.write_readme(list(md.CLAIM_TASKS), ROOT / md.RESULTS, ROOT / "README.md", check=True), (
         "README.md's claim block is stale: python scripts/measure_downstream.py --summary --readme "
         f"--out {md.RESULTS}")
 
@@ -31,8 +31,8 @@ def test_readme_block_equals_what_the_json_gives():
 def test_table_rows_recomputed_from_the_json():
     md = _script()
     out = ROOT / md.RESULTS
-    text = md.summary(["ft-vqa", "ft-caption"], out)
-    for task in ("ft-vqa", "ft-caption"):
+    text = md.summary(list(md.CLAIM_TASKS), out)
+    for task in md.CLAIM_TASKS:
         for method in ("vanilla-ft", "vanilla-ict", "mmict"):
             acc = [json.loads(p.read_text())["results"][0]["accuracy"] for p in sorted(out.glob(f"{task}.{method}.seed*.json"))]
             assert len(acc) == 3, f"{task}/{method}: expected 3 seeds"

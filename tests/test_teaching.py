@@ -527,3 +527,26 @@ def test_model_card_quantised_within_three_points_at_the_boundary():
     assert "| 4bit: every accuracy within 3 points of fp32 | max |diff| 0.030 | PASS |" in exactly_three
     over = _acceptance([fp32, rep("4bit", {0: 201, 1: 197})])  # 10/300
     assert "| 4bit: every accuracy within 3 points of fp32 | max |diff| 0.033 | FAIL |" in over
+
+
+def test_readme_teaching_table_is_the_shipped_eval_reports(tmp_path):
+    """The README's fp32 table of the shipped checkpoint is made from its eval reports (a stale or
+    hand-typed number fails here); and the generator puts each report's numbers in its own row."""
+    import json
+    from pathlib import Path
+
+    from mmict_core.backbones import ASSETS_DIR
+    from mmict_core.evaluate.claims import write_marked_block
+    from mmict_core.teaching.model_card import README_BEGIN, README_END, readme_table
+
+    (tmp_path / "binding-none.json").write_text(json.dumps({"task": "binding", "chance": 0.5, "results": [
+        {"shots": 0, "accuracy": 0.0071}, {"shots": 4, "accuracy": 0.95}]}))
+    (tmp_path / "clip-caption-none.json").write_text(json.dumps({"task": "clip-caption", "chance": 0.007, "results": [
+        {"shots": 0, "accuracy": 0.6667, "cider": 7.8249}]}))
+    lines = readme_table(tmp_path).splitlines()
+    assert lines[0] == "| task | chance | 0-shot | 4-shot |"
+    assert lines[2:] == ["| binding | 0.500 | 0.007 | 0.950 |", "| clip-caption | 0.007 | 0.667 (7.82) | – |"]
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert write_marked_block(readme, README_BEGIN, README_END, readme_table(ASSETS_DIR / "eval"), check=True), (
+        "README.md's teaching-VLM table is stale: BIN=.venv/bin CARD_ONLY=1 bash scripts/measure_teaching.sh "
+        "rewrites it from assets/teaching-vlm/eval")

@@ -92,6 +92,11 @@ def test_method_specs_and_overrides():
     with pytest.raises(ValueError, match="shots must be a whole number"):
         parse_method_specs("icl:x")
     assert coerce_overrides(HiFICLConfig, ["rank=4", "z2=faithful"]) == {"rank": 4, "z2": "faithful"}
+    (tv,) = parse_method_specs("task-vector:5@layer=2")  # config settings in a spec, typed by the config class
+    assert (tv.name, tv.shots, tv.overrides, tv.label) == ("task-vector", 5, {"layer": 2}, "task-vector:5@layer=2")
+    assert parse_method_specs("hificl@rank=4")[0].label == "hificl@rank=4"
+    with pytest.raises(ValueError, match=r"in 'hificl@colour=red': bad setting"):
+        parse_method_specs("hificl@colour=red")
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         coerce_overrides(HiFICLConfig, ["colour=red"])
     with pytest.raises(ValueError, match="rank takes a int"):

@@ -27,20 +27,27 @@ class MethodSpec:
 
     @property
     def label(self) -> str:
-        return self.name if self.shots is None else f"{self.name}:{self.shots}"
+        base = self.name if self.shots is None else f"{self.name}:{self.shots}"
+        return base + "".join(f"@{k}={v}" for k, v in self.overrides.items())
 
 
 def parse_method_specs(text: str) -> list[MethodSpec]:
+    """``"icl:8,hificl,task-vector:5@layer=2"``: comma-separated ``name[:shots][@FIELD=VALUE...]``."""
     specs = []
     for part in [p.strip() for p in text.split(",") if p.strip()]:
-        name, _, shots = part.partition(":")
-        get_method(name)  # unknown names fail here, before any work
+        head, *settings = part.split("@")
+        name, _, shots = head.partition(":")
+        cls = get_method(name)  # unknown names fail here, before any work
+        try:
+            overrides = coerce_overrides(cls.config_class, settings)
+        except ValueError as e:
+            raise ValueError(f"in {part!r}: {e}") from None
         if shots:
             if not shots.isdigit():
                 raise ValueError(f"in {part!r}: shots must be a whole number >= 0 (e.g. icl:8)")
-            specs.append(MethodSpec(name, int(shots)))
+            specs.append(MethodSpec(name, int(shots), overrides))
         else:
-            specs.append(MethodSpec(name))
+            specs.append(MethodSpec(name, None, overrides))
     if not specs:
         raise ValueError("no methods given; e.g. --methods icl:8,hificl")
     return specs
@@ -119,7 +126,7 @@ def compare(backbone, task: str, specs: Sequence[MethodSpec], *, episodes: int =
         k = method.config.shots if method.uses_demos else 0
         res = evaluate_generation(method.generate, task, [k], episodes=episodes, seed=seed, progress=progress,
                                   task_options=task_options)[0]
-        row = {"method": spec.label if spec.shots is not None else method.name, "shots": k,
+        row = {"method": spec.label, "shots": k,
                "accuracy": round(res.accuracy, 4), "trainable_params": method.num_trainable() if method.needs_training else 0,
                "train_seconds": round(train_s, 1), "infer_ms": round(1000 * res.seconds / res.n, 2), "reused": reused}
         for other in also_on:

@@ -25,6 +25,27 @@ def _table(reports: list[dict]) -> str:
     return "\n".join([head, sep, *rows])
 
 
+README_BEGIN, README_END = "<!-- teaching-table -->", "<!-- /teaching-table -->"
+README_TASKS = ("shapes-vqa", "binding", "format", "operator", "clip-qa", "clip-caption", "digits", "shapes-caption")
+
+
+def readme_table(eval_dir: str | Path) -> str:
+    """The README's fp32 table of the shipped checkpoint (exact match; CIDEr-D of captions in brackets),
+    made from the model card's ``mmict eval --json`` reports in ``eval_dir`` (``<task>-none.json``)."""
+    reps = [json.loads(p.read_text()) for t in README_TASKS if (p := Path(eval_dir) / f"{t}-none.json").is_file()]
+    if not reps:
+        raise FileNotFoundError(f"no <task>-none.json reports in {eval_dir}: run bash scripts/measure_teaching.sh")
+    shots = sorted({r["shots"] for rep in reps for r in rep["results"]})
+    rows = []
+    for rep in reps:
+        by = {r["shots"]: r for r in rep["results"]}
+        cells = [f"{by[s]['accuracy']:.3f}" + (f" ({by[s]['cider']:.2f})" if "cider" in by[s] else "") if s in by else "–"
+                 for s in shots]
+        rows.append(f"| {rep['task']} | {rep['chance']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(["| task | chance | " + " | ".join(f"{s}-shot" for s in shots) + " |",
+                      "|" + "---|" * (2 + len(shots)), *rows])
+
+
 def _acceptance(reports: list[dict]) -> str:
     """The foundation issue's targets against the measured table, PASS/FAIL (never edited by hand)."""
     acc = {(r["task"], r["quant"]): {x["shots"]: x["accuracy"] for x in r["results"]} for r in reports}
