@@ -222,6 +222,18 @@ def test_readme_benchmark_table_matches_the_committed_report():
         "README.md's benchmark table differs from benchmarks/results/report.json: run `python -m benchmarks report --readme`"
 
 
+def test_committed_report_measured_the_shipped_checkpoint():
+    """A report of another checkpoint is stale (issue 23): re-run `make bench` when the model changes."""
+    import hashlib
+
+    from benchmarks import readme
+    from mmict_core.backbones import ASSETS_DIR
+
+    meta = json.loads(readme.REPORT.read_text())["meta"]
+    assert meta["checkpoint"]["sha256"] == hashlib.sha256((ASSETS_DIR / "model.safetensors").read_bytes()).hexdigest(), \
+        "benchmarks/results/report.json measured another checkpoint: run `make bench`"
+
+
 def test_readme_block_generator(tmp_path):
     from benchmarks import readme
 
