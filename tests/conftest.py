@@ -22,3 +22,14 @@ def saved(vlm, tmp_path_factory):
     path = tmp_path_factory.mktemp("tvlm")
     vlm.save(path)
     return path
+
+
+def load_script(name: str):
+    """The module of ``scripts/<name>.py`` (scripts are not a package; tests import their functions)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

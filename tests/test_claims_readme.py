@@ -2,7 +2,6 @@
 hand-typed number fails here), and its table agrees with a plain re-computation from that JSON."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -15,10 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("measure_downstream", ROOT / "scripts" / "measure_downstream.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_script
+
+    return load_script("measure_downstream")
 
 
 def test_readme_block_equals_what_the_json_gives():
@@ -59,9 +57,9 @@ def test_readme_starter_ranges_match_the_shipped_entries():
 
 
 def test_readme_binding_block_equals_what_the_json_gives():
-    spec = importlib.util.spec_from_file_location("measure_binding_claims", ROOT / "scripts" / "measure_binding_claims.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from conftest import load_script
+
+    mod = load_script("measure_binding_claims")
     assert mod.write_readme(ROOT / "benchmarks" / "results" / "claims" / "binding", ROOT / "README.md", check=True), (
         "README.md's binding-claim block is stale: python scripts/measure_binding_claims.py --readme")
 
@@ -70,9 +68,9 @@ def test_readme_binding_block_equals_what_the_json_gives():
 def test_training_cost_verdicts_against_the_papers_ratio():
     """HiFICL / MimIC step time against 1/7.5: holds only when even the slowest HiFICL round over the
     fastest MimIC round is below it; does not hold when the fastest pairing is above it."""
-    spec = importlib.util.spec_from_file_location("measure_binding_claims", ROOT / "scripts" / "measure_binding_claims.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from conftest import load_script
+
+    mod = load_script("measure_binding_claims")
 
     def rows(h, m):  # (min, median) step seconds
         return {"training": {"rows": [

@@ -2,7 +2,6 @@
 checkpoint (scripts/compare_tables.py): a table typed by hand, or measured on another checkpoint, fails here."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,10 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _mod():
-    spec = importlib.util.spec_from_file_location("compare_tables", ROOT / "scripts" / "compare_tables.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_script
+
+    return load_script("compare_tables")
 
 
 def _rec(task, rows, fp="ab" * 32):
