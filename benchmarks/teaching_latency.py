@@ -1,7 +1,7 @@
 """Per-query latency of a 0-shot query on two teaching VLMs, interleaved in one run (the Teaching
 world v2 goal: a new checkpoint's 0-shot query within 1.2x of the shipped one's).
 
-    python -m benchmarks.teaching_latency assets/teaching-vlm-v2 [--base assets/teaching-vlm] [--rounds 40] [--json F]
+    python -m benchmarks.teaching_latency CANDIDATE [--base assets/teaching-vlm] [--rounds 40] [--json F]
 
 One query = assemble the episode (image encoding included) and decode a fixed number of tokens,
 batch 1, as a user runs it; the two models alternate round by round (``stats.round_robin``), so

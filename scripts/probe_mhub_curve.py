@@ -7,7 +7,7 @@ read-out (colour 6-way, shape 4-way) from a standardised 64-wide feature can be 
 training scenes rather than by the features; this prints the same probe (same seed, same split
 rule) at several n, so the two can be told apart:
 
-    .venv/bin/python scripts/probe_mhub_curve.py assets/teaching-vlm-v2 [runs/OTHER ...] \
+    .venv/bin/python scripts/probe_mhub_curve.py assets/teaching-vlm [runs/OTHER ...] \
         [--sizes 900,1800,3600,7200] [--seed 123] [--json out.jsonl]
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ counted as
 Also: the share of captions that repeat a demonstration's whole answer, and of captions with as many events as
 the reference.  The adapters are the starter library's (seed 0); the episodes are the claim's test episodes.
 
-    MMICT_TEACHING_DIR=assets/teaching-vlm-v2 python scripts/probe_video_caption.py --shots 4 \\
+    python scripts/probe_video_caption.py --shots 4 \\
         --out benchmarks/results/teaching-v2/v4-seed0/probe_video_caption.json
 """
 from __future__ import annotations
