@@ -107,7 +107,7 @@ def test_compare_rows_and_reuse(vlm, tmp_path):
     specs = [MethodSpec("icl", 2), MethodSpec("hificl", overrides={"rank": 2})]
     tcfg = TrainConfig(task="binding", steps=2, batch_size=2)
     rows = compare(vlm, "binding", specs, episodes=4, train_cfg=tcfg, cache_dir=tmp_path, progress=False)
-    assert [r["method"] for r in rows] == ["icl:2", "hificl"]
+    assert [r["method"] for r in rows] == ["icl:2", "hificl@rank=2"]  # a row names its config settings
     icl, hif = rows
     assert icl["shots"] == 2 and icl["trainable_params"] == 0 and icl["train_seconds"] == 0
     assert hif["shots"] == 0 and hif["trainable_params"] == get_method("hificl")(vlm, HiFICLConfig(rank=2)).expected_num_parameters()
