@@ -7,7 +7,7 @@ MimIC imitates), the mean CE and alignment parts over the first and last 10% of 
 alignment loss of the untrained adapter (the teacher-student gap with no shift, i.e. the scale of the
 alignment term), and the mean gate mu per layer over the student's tokens.
 
-    python scripts/probe_mimic_fixed.py --backbone assets/teaching-vlm-v2 [--ce-weight 0.5 --align-weight 1 --lr 5e-3]
+    python scripts/probe_mimic_fixed.py --backbone assets/teaching-vlm [--ce-weight 0.5 --align-weight 1 --lr 5e-3]
 """
 from __future__ import annotations
 
