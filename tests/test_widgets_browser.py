@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -55,6 +56,13 @@ CELLS = [
     "explorer = AttentionExplorer(session)\nexplorer.show()\ndisplay(explorer)",
     f"studio = Studio(session, threaded=False)\ndisplay(studio)\nprint({READY!r}, explorer.error or 'ok')",
 ]
+# jupyterlab-manager 5.0.x (manager.ts restoreWidgets): when the kernel's connection turns "connected"
+# while the saved state is still being loaded, a kernel-only restore marks the manager "restored" early;
+# outputs then asking for a model not yet loaded show "Error displaying widget: model not found" and never
+# retry. Seen once in CI on reopen (1 of 12 figures drawn; the console's error thrown by get_model), never
+# in dozens of runs here. A page reload restores them; the reopen step allows that one reload, and only
+# after this exact error: a state that was not saved, or is broken, fails both times.
+UPSTREAM_RACE = "widget model not found"
 # figures drawn: the training curve and the explorer's five, twice (the panels, then the Studio's tabs)
 FIGURES = 12
 
@@ -143,7 +151,10 @@ def _problems(page, console) -> list[str]:
 
 def _wait_rendered(page, expect, console, what: str) -> None:
     plots = page.locator(".jp-OutputArea .js-plotly-plot")
-    expect(plots).to_have_count(FIGURES, timeout=120_000)
+    try:
+        expect(plots).to_have_count(FIGURES, timeout=120_000)
+    except AssertionError as e:  # name what the page logged (the error's stack is in the console)
+        raise AssertionError(f"{what}: {plots.count()} of {FIGURES} figures drawn; console:\n" + "\n".join(console)) from e
     expect(page.locator(".jp-OutputArea").get_by_text("Show attention").first).to_be_visible()
     page.wait_for_timeout(3000)  # anywidget's initialisation timeout is 2 s: let any failure show
     assert _problems(page, console) == [], f"{what}: widgets failed"
@@ -231,7 +242,17 @@ def test_every_panel_survives_reload_and_reopen(tmp_path):
                 page.on("console", lambda m: console.append(m.text))
                 _throttle(page)
                 page.goto(lab.url("panels.ipynb"))
-                _wait_rendered(page, expect, console, "reopened from the saved state")
+                try:
+                    _wait_rendered(page, expect, console, "reopened from the saved state")
+                except AssertionError as first:
+                    # jupyterlab-manager 5.0's race (see UPSTREAM_RACE): one reload, as the README tells users
+                    if not any(UPSTREAM_RACE in m for m in console):
+                        raise
+                    page.screenshot(path=str(tmp_path / "reopen-race.png"), full_page=True)
+                    warnings.warn(f"reopen hit jupyterlab-manager's restore race; reloading once ({first})")
+                    console.clear()
+                    page.reload()
+                    _wait_rendered(page, expect, console, "reopened from the saved state, reloaded once")
                 page.screenshot(path=str(tmp_path / "reopen.png"), full_page=True)
             finally:
                 browser.close()
