@@ -6,9 +6,11 @@ MimIC, LIVE, M2IV, LoRA) is trained with the starter library's budget
 changed (50 / 100 / 300 / 1,000) from seeds 0, 1, 2, and scored at 0 demos on the same 300 held-out test
 episodes (seed 0) as 8-shot ICL and the best ICL that fits (k in 1, 2, 4, 8: the demonstration counts the
 teaching VLM was pretrained on; the claims script's definition).  Many-shot: M2IV at 1,000 samples with
-its teacher reading 8 demos in 1 context (default), 16 in 2, 32 in 4.  Each run records its command (the
-``mmict train`` line it equals), train seconds, and its loss curve summarised with a plateau check
-(``data_summary.loss_summary``).  One JSON per run under OUT; an existing JSON is not re-run.
+its teacher reading 8 demos in 1 context (default), 16 in 2, 32 in 4; and MTV (training-free, one run each:
+no training seed) reading the same 8 / 16 / 32 demos of each test episode in 1 / 2 / 4 prompts of 8
+(``per_context``).  Each training run records its command (the ``mmict train`` line it equals), train
+seconds, and its loss curve summarised with a plateau check (``data_summary.loss_summary``).  One JSON per
+run under OUT; an existing JSON is not re-run.
 
     python -m benchmarks.data_efficiency --jobs 2                 # every run (resumes), then the summary
     python -m benchmarks.data_efficiency --summary --report benchmarks/results   # section 4 of report.md + figures
@@ -64,6 +66,9 @@ def plan(settings) -> list[dict]:
     from mmict_core.methods.m2iv import M2IVConfig
 
     jobs = [{"kind": "icl", "name": "icl"}, {"kind": "icl-fits", "name": "icl-fits"}]
+    jobs += [{"kind": "vector", "method": "mtv", "variant": f"mtv-{k}x{sets}", "shots": k,
+              "method_config": {"shots": k, "per_context": k // sets, "contexts": sets}, "name": f"mtv-{k}x{sets}"}
+             for k, sets in settings.shot_m2iv]
     default = (M2IVConfig().train_shots, M2IVConfig().teacher_sets)
     top = max(settings.data_samples)
     variants = [(m, m, {}, n) for m in settings.data_methods for n in settings.data_samples]
@@ -98,6 +103,8 @@ def train_setup(job: dict, settings):
 
 def _cost(job: dict) -> float:
     """Rough relative cost, to start the longest runs first."""
+    if job["kind"] == "vector":
+        return 5.0
     if job["kind"] != "train":
         return 50.0
     teacher = job["method_config"].get("train_shots", {"m2iv": 8, "mimic": 4}.get(job["method"], 0))
@@ -149,6 +156,13 @@ def run_one(job: dict, settings_dict: dict) -> dict:
         best = max(range(len(rs)), key=lambda i: rs[i].accuracy)
         rec.update(method="icl", shots=list(ICL_FITS), accuracies=[r.accuracy for r in rs], accuracy=rs[best].accuracy,
                    best_shots=ICL_FITS[best])
+    elif job["kind"] == "vector":  # training-free: read the test episodes' own demonstrations
+        m = create_method(job["method"], bb, **job["method_config"])
+        r = evaluate_generation(m.generate, task, [job["shots"]], episodes=n_ep, seed=0, progress=False)[0]
+        rec.update({k: job[k] for k in ("method", "variant", "shots", "method_config")})
+        rec.update(accuracy=r.accuracy, command=f"mmict compare --task binding --fixed-binding --episodes {n_ep} "
+                                                f"--methods {job['method']}:{job['shots']}"
+                                                + "".join(f"@{k}={v}" for k, v in job["method_config"].items() if k != "shots"))
     else:
         tc, cmd = train_setup(job, s)
         m = create_method(job["method"], bb, seed=job["seed"], **job["method_config"])

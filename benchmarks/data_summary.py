@@ -51,6 +51,17 @@ def _seed_stats(recs: list[dict]) -> dict:
             "_summary": s}
 
 
+def _wilson_ge(a: dict | None, b: dict | None) -> str | None:
+    """The verdict on "a >= b" for two single runs on the same test episodes, from their 95% Wilson
+    intervals over episodes (no seeds to vary: training-free): the same accuracy holds; disjoint intervals
+    decide; overlapping ones are inconclusive.  None when either run is missing."""
+    if not a or not b:
+        return None
+    if abs(a["accuracy"] - b["accuracy"]) <= 1e-9 or a["wilson95"][0] > b["wilson95"][1]:
+        return "holds"
+    return "does not hold" if a["wilson95"][1] < b["wilson95"][0] else "inconclusive"
+
+
 def summarise(runs: list[dict], source: str = "", seeds: Sequence[int] = (0, 1, 2)) -> dict:
     """The section-4 dict of a report from the per-run records (``data_efficiency.run_one``)."""
     from mmict_core.evaluate.claims import summarize_seeds, verdict_ge
@@ -79,6 +90,11 @@ def summarise(runs: list[dict], source: str = "", seeds: Sequence[int] = (0, 1, 
             shots.append({**row, "vs_icl_best": verdict_ge(s, refs["icl-best"]) if complete and "icl-best" in refs else None})
         if "samples" in r0["curves"]:
             data.append(row)
+    vectors = sorted((r for r in runs if r["kind"] == "vector"), key=lambda r: (r["method"], r["shots"]))
+    vec_rows = [{"method": r["method"], "variant": r["variant"], "shots": r["shots"],
+                 "contexts": r["method_config"]["contexts"], "per_context": r["method_config"]["per_context"],
+                 "accuracy": r["accuracy"], "wilson95": r["wilson95"], "command": r.get("command"),
+                 "vs_icl_best": _wilson_ge(r, fits), "vs_icl8": _wilson_ge(r, icl)} for r in vectors]
     reaches = {}
     for m in dict.fromkeys(r["method"] for r in data):
         held = [r["samples"] for r in data if r["method"] == m and r["vs_icl8"] == "holds"]
@@ -91,7 +107,7 @@ def summarise(runs: list[dict], source: str = "", seeds: Sequence[int] = (0, 1, 
             "train_config": next((r["train_config"] for r in trains if r.get("train_config")), None),
             "icl8": icl and {"shots": icl["shots"], "accuracy": icl["accuracy"]},
             "icl_fits": fits and {k: fits[k] for k in ("shots", "accuracies", "accuracy", "best_shots")},
-            "data": data, "m2iv_shots": shots, "reaches_icl8_at": reaches,
+            "data": data, "m2iv_shots": shots, "mtv_shots": vec_rows, "reaches_icl8_at": reaches,
             "reused": sorted(r["reused_from"] for r in trains if r.get("reused_from")),
             "plateau_rule": f"|mean(last {WINDOW:.0%}) - mean(previous {WINDOW:.0%})| < {PLATEAU_REL:.0%} of the "
                             f"latter or < {PLATEAU_ABS:g} nats"}
@@ -167,6 +183,20 @@ def markdown(de: dict) -> list[str]:
         for r in de["m2iv_shots"]:
             L.append(f"| {r['train_shots']} | {r['teacher_sets']} | {r['samples']} | {_cell(r)} | {_per_seed(r)} | "
                      f"{r['vs_icl_best'] or 'incomplete'} | {r['vs_icl8'] or 'incomplete'} |")
+    if de.get("mtv_shots"):
+        L += ["", "### Many-shot: MTV reading the test episode's demonstrations in several prompts (training-free)", "",
+              "MTV's mean head activations from k demonstrations cut into prompts of k / contexts (the last of each "
+              "the dummy query), its heads chosen on those prompts' dummy queries, then the query at 0 demos. One run "
+              "each on the same test episodes (no training seed); 95% Wilson intervals over episodes, and verdicts "
+              "from them (disjoint: decided; overlapping: inconclusive).", "",
+              "| demos | prompts | demos per prompt | accuracy [95% Wilson] | vs best ICL that fits | vs 8-shot ICL |",
+              "|---|---|---|---|---|---|"]
+        for r in de["mtv_shots"]:
+            L.append(f"| {r['shots']} | {r['contexts']} | {r['per_context']} | {r['accuracy']:.3f} "
+                     f"[{r['wilson95'][0]:.3f}, {r['wilson95'][1]:.3f}] | {r['vs_icl_best'] or 'not measured'} | "
+                     f"{r['vs_icl8'] or 'not measured'} |")
+        L += ["", "What MTV's vector carries here (its answers against its prompts' dummy answers, per number of prompts): "
+              "`python scripts/probe_mtv_many_shot.py`, explained in docs/methods/mtv.md."]
     return L + [""]
 
 
@@ -196,7 +226,8 @@ def _hline(fig, xs, y, name, dash):
 
 def figures(de: dict) -> dict:
     """{file name: plotly figure}: accuracy vs samples per method (log x, interval bands, the 8-shot ICL
-    line) and M2IV accuracy vs teacher demos (the best-ICL-that-fits and 8-shot ICL lines)."""
+    line) and M2IV (teacher demos) and MTV (demos read) accuracy vs demonstrations (the best-ICL-that-fits
+    and 8-shot ICL lines)."""
     import plotly.graph_objects as go
 
     from mmict_core.viz.curves import PALETTE
@@ -218,14 +249,24 @@ def figures(de: dict) -> dict:
                       xaxis_title="training samples", xaxis_type="log", yaxis_title="accuracy", template="plotly_white")
     fig.update_xaxes(tickvals=samples)
     out["fig_data_efficiency.html"] = fig
-    if de["m2iv_shots"]:
+    mtv = sorted(de.get("mtv_shots") or [], key=lambda r: r["shots"])
+    if de["m2iv_shots"] or mtv:
         fig = go.Figure()
-        rows = sorted(de["m2iv_shots"], key=lambda r: r["train_shots"])
-        x = [r["train_shots"] for r in rows]
-        _band(fig, x, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], "M2IV", PALETTE[0])
-        fig.add_trace(go.Scatter(x=x, y=[r["mean"] for r in rows], mode="lines+markers", name="M2IV (teacher demos)",
-                                 line=dict(color=PALETTE[0]), error_y=_errors(rows)))
-        xs = list(x)
+        xs = []
+        if de["m2iv_shots"]:
+            rows = sorted(de["m2iv_shots"], key=lambda r: r["train_shots"])
+            x = [r["train_shots"] for r in rows]
+            _band(fig, x, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], "M2IV", PALETTE[0])
+            fig.add_trace(go.Scatter(x=x, y=[r["mean"] for r in rows], mode="lines+markers", name="M2IV (teacher demos)",
+                                     line=dict(color=PALETTE[0]), error_y=_errors(rows)))
+            xs += x
+        if mtv:
+            x = [r["shots"] for r in mtv]
+            err = dict(type="data", symmetric=False, array=[r["wilson95"][1] - r["accuracy"] for r in mtv],
+                       arrayminus=[r["accuracy"] - r["wilson95"][0] for r in mtv], thickness=1)
+            fig.add_trace(go.Scatter(x=x, y=[r["accuracy"] for r in mtv], mode="lines+markers", error_y=err,
+                                     name="MTV (demos read at inference)", line=dict(color=PALETTE[2])))
+            xs += x
         if de.get("icl_fits"):
             f = de["icl_fits"]
             xs += f["shots"]
@@ -234,7 +275,8 @@ def figures(de: dict) -> dict:
             _hline(fig, xs, f["accuracy"], f"best ICL that fits ({f['best_shots']}-shot)", "dash")
         if de.get("icl8"):
             _hline(fig, xs, de["icl8"]["accuracy"], "ICL 8-shot", "dot")
-        fig.update_layout(title="M2IV vs teacher demonstrations (contexts of 8) against ICL", xaxis_title="demonstrations",
+        fig.update_layout(title="Many-shot: M2IV's teacher and MTV, demonstrations in contexts of 8, against ICL",
+                          xaxis_title="demonstrations",
                           xaxis_type="log", yaxis_title="accuracy", template="plotly_white")
         fig.update_xaxes(tickvals=sorted(set(xs)))
         out["fig_shots.html"] = fig

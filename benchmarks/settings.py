@@ -71,6 +71,7 @@ class Settings:
     data_train: dict = field(default_factory=dict)  # TrainConfig overrides besides samples (none: the library's)
     eval_episodes: int = 300  # the binding claims' 300 test episodes (seed 0)
     shot_m2iv: tuple = ((8, 1), (16, 2), (32, 4))  # M2IV teacher (demos, contexts of 8) at the largest data_samples
+    # and MTV (training-free) reading as many demos in as many prompts, at inference (per_context = demos / contexts)
     data_dir: str = "benchmarks/results/data_efficiency"  # the committed per-run JSON (relative to the repository)
 
     # 5. hot path

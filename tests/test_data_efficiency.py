@@ -28,7 +28,11 @@ def test_full_plan_methods_sizes_seeds_and_many_shot():
     s = full_settings()
     jobs = de.plan(s)
     trains = [j for j in jobs if j["kind"] == "train"]
-    assert [j["kind"] for j in jobs if j["kind"] != "train"] == ["icl", "icl-fits"]
+    assert [j["kind"] for j in jobs if j["kind"] != "train"] == ["icl", "icl-fits", "vector", "vector", "vector"]
+    # MTV reads 8 / 16 / 32 demos of each test episode in 1 / 2 / 4 prompts of 8 (training-free: one run each)
+    mtv = [j for j in jobs if j["kind"] == "vector"]
+    assert [(j["shots"], j["method_config"]) for j in mtv] == [
+        (k, {"shots": k, "per_context": 8, "contexts": k // 8}) for k in (8, 16, 32)]
     # 5 methods x 4 sizes x 3 seeds, plus M2IV 16x2 and 32x4 at 1,000 samples x 3 seeds (8x1 is the default run)
     assert len(trains) == 5 * 4 * 3 + 2 * 3 == 66
     assert len({j["name"] for j in jobs}) == len(jobs)
@@ -149,6 +153,56 @@ def test_summary_mean_interval_and_verdicts_by_plain_recomputation():
     assert "`abababababababab`" in md  # the checkpoint the runs were measured on
 
 
+def test_mtv_rows_and_wilson_verdicts_by_plain_recomputation():
+    from scipy import stats
+
+    def wilson(p, n=300, z=stats.norm.ppf(0.975)):  # the score interval, written out
+        c = (p + z * z / (2 * n)) / (1 + z * z / n)
+        h = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return [c - h, c + h]
+
+    runs, _ = _synthetic()  # 8-shot ICL 0.90, best ICL that fits 0.95 (300 episodes)
+    for r in runs:
+        if r["kind"] in ("icl", "icl-fits"):
+            r["wilson95"] = wilson(r["accuracy"])
+    for k, acc in ((8, 0.30), (16, 0.93), (32, 0.95)):
+        runs.append({"kind": "vector", "method": "mtv", "variant": f"mtv-{k}x{k // 8}", "shots": k, "episodes": 300,
+                     "method_config": {"shots": k, "per_context": 8, "contexts": k // 8}, "accuracy": acc,
+                     "wilson95": wilson(acc), "seed": 0})
+    out = ds.summarise(runs, source="x")
+    rows = {r["shots"]: r for r in out["mtv_shots"]}
+    assert [(r["shots"], r["contexts"], r["per_context"]) for r in out["mtv_shots"]] == [(8, 1, 8), (16, 2, 8), (32, 4, 8)]
+    # 0.30 [0.252, 0.353] is below both ICL intervals; 0.93 [0.895, 0.954] overlaps both; 0.95 equals the best
+    assert wilson(0.30)[1] < wilson(0.90)[0] and wilson(0.93)[0] < wilson(0.95)[1] and wilson(0.93)[1] > wilson(0.90)[0]
+    assert (rows[8]["vs_icl_best"], rows[8]["vs_icl8"]) == ("does not hold", "does not hold")
+    assert (rows[16]["vs_icl_best"], rows[16]["vs_icl8"]) == ("inconclusive", "inconclusive")
+    assert rows[32]["vs_icl_best"] == "holds"  # the same accuracy: a tie satisfies >=
+    md = "\n".join(ds.markdown(out))
+    assert "| 32 | 4 | 8 | 0.950 [" in md and "Many-shot: MTV" in md
+    g = ds.figures(out)["fig_shots.html"]
+    m = next(t for t in g.data if t.name == "MTV (demos read at inference)")
+    assert list(m.x) == [8, 16, 32] and list(m.y) == [0.30, 0.93, 0.95]
+    assert list(m.error_y.array) == pytest.approx([wilson(a)[1] - a for a in (0.30, 0.93, 0.95)])
+
+
+def test_vector_run_equals_its_recorded_mmict_compare_command():
+    """A training-free run's accuracy is what the `mmict compare` line it records prints (the same test
+    episodes, read through the compare path)."""
+    from mmict_core.backbones import load_backbone
+    from mmict_core.evaluate.compare import compare, parse_method_specs
+
+    s = quick_settings(eval_episodes=12)
+    job = next(j for j in de.plan(s) if j["name"] == "mtv-16x2")
+    rec = de.run_one(job, s.as_dict())
+    assert rec["command"] == ("mmict compare --task binding --fixed-binding --episodes 12 "
+                              "--methods mtv:16@per_context=8@contexts=2")
+    spec = rec["command"].split("--methods ")[1]
+    rows = compare(load_backbone("teaching"), "binding", parse_method_specs(spec), episodes=12, seed=0,
+                   fixed_binding=True)
+    assert rows[0]["accuracy"] == pytest.approx(rec["accuracy"], abs=1e-9)
+    assert rec["wilson95"][0] <= rec["accuracy"] <= rec["wilson95"][1]
+
+
 def test_summary_of_nothing_says_how_to_measure():
     out = ds.summarise([], source="benchmarks/results/data_efficiency")
     md = "\n".join(ds.markdown(out))
@@ -202,7 +256,7 @@ def test_figures_one_trace_per_method_and_the_icl_lines():
 def test_three_step_run_end_to_end_in_two_workers(tmp_path):
     s = quick_settings(data_methods=("lora",), data_samples=(8,), data_seeds=(0,), shot_m2iv=(), eval_episodes=4)
     jobs = de.plan(s)
-    assert [j["name"] for j in jobs] == ["icl", "icl-fits", "lora.n8.seed0"]
+    assert [j["name"] for j in jobs] == ["icl", "icl-fits", "lora.n8.seed0"]  # shot_m2iv=(): no many-shot runs
     runs = de.measure(s, tmp_path, jobs=2, log=lambda *a: None)  # 2 worker processes (spawned)
     rec = next(r for r in runs if r["kind"] == "train")
     assert rec["steps"] == 3 and rec["loss"]["steps"] == 3 and rec["train_config"]["samples"] == 8

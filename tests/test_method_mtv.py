@@ -84,3 +84,20 @@ def test_too_few_demos_and_bad_heads_say_so(vlm):
         create_method("mtv", vlm).generate(episodes(1), max_new_tokens=2)
     with pytest.raises(ValueError, match="heads"):
         create_method("mtv", vlm, heads=vlm.num_layers * vlm.num_heads + 1)
+
+
+@torch.no_grad()
+def test_many_shot_means_read_consecutive_prompts_of_per_context_demos(vlm):
+    """per_context = 3, contexts = 2 on 7 demos: prompts [d0 d1 -> d2] and [d3 d4 -> d5]; d6 is not read."""
+    m = create_method("mtv", vlm, contexts=2, heads=3, per_context=3)
+    eps = episodes(7)
+    out = m.extract(eps)
+    L = vlm.num_layers
+    for b, ep in enumerate(eps):
+        ctx = [Episode(demos=ep.demos[0:2], query=ep.demos[2]), Episode(demos=ep.demos[3:5], query=ep.demos[5])]
+        z = torch.stack([torch.stack([run_one(vlm, c)[0][l] for l in range(L)]) for c in ctx]).mean(0)  # (L, H, d)
+        assert torch.allclose(out["z_mean"][b], z, atol=1e-4)
+    with pytest.raises(ValueError, match="per_context"):
+        create_method("mtv", vlm, per_context=1)
+    with pytest.raises(ValueError, match="need at least 8 demonstrations, got 7"):
+        create_method("mtv", vlm, per_context=8).extract(eps)

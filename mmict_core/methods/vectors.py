@@ -5,7 +5,8 @@ in-context prompts ending in a dummy query), and then run the query at zero shot
 written into one position of the residual stream or of an attention head ("patching").
 
 - :func:`dummy_query_contexts`: the in-context prompts built from an episode's demonstrations
-  (leave-one-out: one demo is the dummy query, the others its context — Hendel et al.'s S + x').
+  (leave-one-out: one demo is the dummy query, the others its context — Hendel et al.'s S + x'; or
+  the demos cut into consecutive prompts, for many shots beyond one context).
 - :func:`prompt_end`: per row, the position whose logits predict the first answer token (the
   "last token" of the papers), for inputs with and without the answer appended.
 - :func:`module_output` / :func:`with_output`: a module's hidden states inside a forward hook's
@@ -26,10 +27,25 @@ from ..data import Episode
 from .base import Handle
 
 
-def dummy_query_contexts(episode: Episode, contexts: int) -> list[Episode]:
-    """``contexts`` in-context prompts from ``episode``'s demos: the i-th of the last ``contexts``
-    demos is the dummy query, the other demos (in order) its context.  The real query is never read."""
+def dummy_query_contexts(episode: Episode, contexts: int, per_context: int = 0) -> list[Episode]:
+    """In-context prompts built from ``episode``'s demos, each ending in a dummy query (a demo); the
+    real query is never read.
+
+    ``per_context = 0`` (leave-one-out): ``contexts`` prompts; the i-th of the last ``contexts`` demos
+    is the dummy query, all the other demos (in order) its context.
+    ``per_context = n > 0`` (many-shot across contexts, as MTV's iterations): the demos cut into
+    consecutive chunks of n, the last demo of each chunk its dummy query and the n - 1 before it its
+    context; the first ``contexts`` whole chunks (demos after them are not read)."""
     k = episode.k
+    if per_context:
+        if per_context < 2:
+            raise ValueError(f"per_context is the demos per prompt, {per_context} - 1 in context + 1 dummy query: "
+                             "pick at least 2 (or 0 for leave-one-out prompts)")
+        if k < per_context:
+            raise ValueError(f"prompts of {per_context} demonstrations need at least {per_context} demonstrations, got {k}")
+        n = min(contexts, k // per_context)
+        chunks = [episode.demos[i * per_context:(i + 1) * per_context] for i in range(n)]
+        return [Episode(demos=list(c[:-1]), query=c[-1], task=episode.task) for c in chunks]
     if k < 2:
         raise ValueError(f"the vector is extracted from demonstrations (k - 1 in context + 1 dummy query): "
                          f"pick at least 2 demonstrations, got {k}")

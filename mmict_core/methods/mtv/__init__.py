@@ -8,7 +8,8 @@ Many-shot ICL does not fit the context; MTV keeps its effect as mean attention-h
     f(x):   run x at zero shots with a_{lj}(x)[last] := z̄_{lj} for every (l, j) ∈ λ
 
 Training-free here: z̄ comes from each episode's own demonstrations (leave-one-out dummy-query
-prompts), and λ is the ``heads`` heads whose replacement most raises P(y) on zero-shot dummy
+prompts, or with ``per_context`` the demos cut into several prompts: many shots beyond one
+context), and λ is the ``heads`` heads whose replacement most raises P(y) on zero-shot dummy
 queries (a one-step, deterministic stand-in for the paper's REINFORCE).  Doc: docs/methods/mtv.md.
 """
 from __future__ import annotations
@@ -28,11 +29,18 @@ from ..vectors import HeadPatch, dummy_query_contexts, head_effects, head_slots,
 class MTVConfig(MethodConfig):
     shots: int = field(default=8, metadata={"help": "demonstrations read per query (many-shot: k - 1 in each context)"})
     heads: int = field(default=4, metadata={"help": "heads whose last-token activation is replaced by its mean"})
-    contexts: int = field(default=3, metadata={"help": "leave-one-out many-shot prompts averaged into the means"})
+    contexts: int = field(default=3, metadata={"help": "many-shot prompts averaged into the means"})
+    per_context: int = field(default=0, metadata={
+        "help": "demos per prompt (n - 1 in context + 1 dummy query), the demos cut into consecutive prompts: "
+                "many shots beyond one context (e.g. 32 demos, per_context 8, contexts 4); "
+                "0: leave-one-out prompts of all k - 1 other demos"})
 
     def validate(self) -> None:
         check_range(self, "heads", 1, 100_000)
         check_range(self, "contexts", 1, 256)
+        if self.per_context == 1 or self.per_context < 0:
+            raise ValueError(f"MTVConfig.per_context must be 0 (leave-one-out) or at least 2 "
+                             f"(1 in context + 1 dummy query), got {self.per_context}")
 
 
 @register_method
@@ -61,7 +69,7 @@ class MTV(Method):
         heads (B lists of (l, j)), on the bare backbone."""
         bb, H = self.backbone, self.backbone.num_heads
         self._patch.clear()  # extraction is never patched
-        ctxs = [dummy_query_contexts(ep, self.config.contexts) for ep in episodes]
+        ctxs = [dummy_query_contexts(ep, self.config.contexts, self.config.per_context) for ep in episodes]
         sizes = [len(cs) for cs in ctxs]
         flat = [c for cs in ctxs for c in cs]
         owner = torch.tensor([b for b, n in enumerate(sizes) for _ in range(n)])  # (N,)
