@@ -305,3 +305,18 @@ def test_full_section_reads_the_json_and_report_rewrite(tmp_path):
     assert "## 4. Data efficiency and many-shot" in md and "old 120-step" not in md
     de.write_report(rep, ds.summarise([], source="nowhere"))  # no runs: the stale figures go
     assert not (rep / "fig_shots.html").exists() and json.loads((rep / "report.json").read_text())["figures"] == ["fig_other.html"]
+
+
+def test_committed_section4_is_the_committed_runs():
+    """report.json's section 4 is the summary of the committed per-run JSON (regenerate it with
+    `python -m benchmarks.data_efficiency --summary --report benchmarks/results` after adding runs)."""
+    s = full_settings()
+    folder = ROOT / s.data_dir
+    fresh = json.loads(json.dumps(ds.summarise(ds.load_runs(folder), source=s.data_dir, seeds=s.data_seeds)))
+    saved = json.loads((ROOT / "benchmarks" / "results" / "report.json").read_text())["data_efficiency"]
+    assert saved["runs"] == fresh["runs"], "report.md section 4 is stale: new run JSON since it was written"
+    for key in ("data", "m2iv_shots", "mtv_shots"):
+        assert [(r.get("variant"), r.get("samples"), r.get("shots")) for r in saved[key]] == \
+               [(r.get("variant"), r.get("samples"), r.get("shots")) for r in fresh[key]]
+        assert [r.get("mean", r.get("accuracy")) for r in saved[key]] == \
+               pytest.approx([r.get("mean", r.get("accuracy")) for r in fresh[key]], abs=1e-6)
