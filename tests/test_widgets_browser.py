@@ -56,11 +56,12 @@ CELLS = [
     "explorer = AttentionExplorer(session)\nexplorer.show()\ndisplay(explorer)",
     f"studio = Studio(session, threaded=False)\ndisplay(studio)\nprint({READY!r}, explorer.error or 'ok')",
 ]
-# jupyterlab-manager 5.0.x (manager.ts restoreWidgets): when the kernel's connection turns "connected"
-# while the saved state is still being loaded, a kernel-only restore marks the manager "restored" early;
-# outputs then asking for a model not yet loaded show "Error displaying widget: model not found" and never
-# retry. Seen once in CI on reopen (1 of 12 figures drawn; the console's error thrown by get_model), never
-# in dozens of runs here. A page reload restores them; the reopen step allows that one reload, and only
+# jupyterlab-manager 5.0.x: seen once in CI on reopen (1 of 12 figures drawn; the console's error thrown by
+# get_model after the manager said it had restored), never in dozens of runs here. The likely mechanism, read
+# from its bundled code (restoreWidgets / _handleKernelConnectionStatusChange): a kernel "connected" event
+# while the saved state is still loading starts a kernel-only restore, which marks the manager "restored"
+# early; outputs then asking for a model not yet loaded show "Error displaying widget: model not found"
+# and never retry. A page reload restores them; the reopen step allows that one reload, and only
 # after this exact error: a state that was not saved, or is broken, fails both times.
 UPSTREAM_RACE = "widget model not found"
 # figures drawn: the training curve and the explorer's five, twice (the panels, then the Studio's tabs)
