@@ -11,8 +11,17 @@ counted as
 Also: the share of captions that repeat a demonstration's whole answer, and of captions with as many events as
 the reference.  The adapters are the starter library's (seed 0); the episodes are the claim's test episodes.
 
+Hub swaps (evaluation only; the LM is frozen in every method, so these inputs are well defined): MMICT's layout
+with one part's M-Hub features taken from another trained hub —
+
+- ``mmict/query-hub=vanilla-ft``: the demonstrations' text features from MMICT's hub, the query's query-token
+  features from VanillaFT's (does MMICT's hub read the query's clip worse than VanillaFT's?);
+- ``mmict/demo-hub=vanilla-ft``: the reverse (the demonstrations as VanillaFT's hub renders them).
+
     python scripts/probe_video_caption.py --shots 4 \\
         --out benchmarks/results/teaching-v2/v4-seed0/probe_video_caption.json
+    python scripts/probe_video_caption.py --shots 4 --methods vanilla-ft,mmict,mmict/query-hub=vanilla-ft,mmict/demo-hub=vanilla-ft \\
+        --out benchmarks/results/teaching-v2/v4-seed0/probe_video_caption_hub_swap.json
 """
 from __future__ import annotations
 
@@ -46,6 +55,41 @@ def classify(pred: str, refs: list[str], demo_answers: list[str]) -> Counter:
     return c
 
 
+def hub_swap(mmict, *, demo_hub=None, query_hub=None):
+    """A copy of the trained MMICT ``mmict`` whose demonstration features (``demo_hub``) or query features
+    (``query_hub``) come from another trained hub method (e.g. VanillaFT): that method's Q-Former, query
+    tokens and projection, attached inside MMICT's for that part only."""
+    from mmict_core.methods.mmict import MMICT
+
+    class HubSwap(MMICT):
+        def hub_features(self, episodes):
+            feats = super().hub_features(episodes)  # this MMICT's hub, attached
+            for part, other in ((0, demo_hub), (1, query_hub)):
+                if other is not None:
+                    with other.attached():  # the other hub in the backbone for this part
+                        theirs = super().hub_features(episodes)
+                    feats = [tuple(t[i] if i == part else f[i] for i in range(2)) for f, t in zip(feats, theirs)]
+            return feats
+
+    swapped = HubSwap(mmict.backbone, mmict.config)
+    swapped.load_state_dict(mmict.state_dict())
+    return swapped
+
+
+def build(bb, name: str, task: str, shots: int):
+    """A starter-library method, or ``mmict/query-hub=M`` / ``mmict/demo-hub=M`` (:func:`hub_swap`)."""
+    from mmict_core.casestudy import method_for
+
+    if "/" not in name:
+        return method_for(bb, name, task, shots=shots)
+    base, _, swap = name.partition("/")
+    part, _, other = swap.partition("=")
+    if base != "mmict" or part not in ("query-hub", "demo-hub") or not other:
+        raise SystemExit(f"bad swap {name!r}: use mmict/query-hub=METHOD or mmict/demo-hub=METHOD")
+    hub = method_for(bb, other, task)
+    return hub_swap(method_for(bb, "mmict", task, shots=shots), **{part.replace("-", "_"): hub})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shots", type=int, default=4)
@@ -57,14 +101,13 @@ def main() -> None:
     import torch
 
     from mmict_core.backbones import load_backbone
-    from mmict_core.casestudy import method_for
     from mmict_core.data import get_task, make_episode
 
     task = get_task("ft-video-caption")
     bb = load_backbone("teaching")
     report = {"task": task.name, "shots": a.shots, "episodes": a.episodes, "methods": {}}
     for name in a.methods.split(","):
-        m = method_for(bb, name, task.name, shots=a.shots)
+        m = build(bb, name, task.name, a.shots)
         k = a.shots if m.uses_demos else 0
         tot, n_events_ok, whole_copy, exact = Counter(), 0, 0, 0
         examples = []

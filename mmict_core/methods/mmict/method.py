@@ -238,27 +238,38 @@ class MMICT(HubTuned):
     def _feature_role(self, item: int, n_items: int) -> str:
         return "image" if item == n_items - 1 else "mhub_text"
 
+    def hub_features(self, episodes: Sequence[Episode]) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
+        """Per episode, what the LM reads from the M-Hub: each demo's projected text-token features
+        (L_i, d_lm) and the query's projected query-token features (Q, d_lm); one M-Hub call for all
+        items of all episodes.  Computed with the M-Hub the backbone holds: call it attached (then it
+        is this method's; an analysis may attach another method's hub inside, see
+        scripts/probe_video_caption.py)."""
+        items = [ex for ep in episodes for ex in list(ep.demos) + [ep.query]]
+        texts = [t for ep in episodes for t in self._hub_texts(ep)]
+        runs = iter(run_mhub(self.backbone, [ex.images for ex in items], texts))
+        proj = self.backbone.model.language_projection  # the attached hub's projection
+        out = []
+        for ep in episodes:
+            demos = [proj(next(runs).text_slice()) for _ in ep.demos]  # (L_real, d_q) -> (L_real, d_lm)
+            out.append((demos, proj(next(runs).query_slice())))  # (Q, d_q) -> (Q, d_lm)
+        return out
+
     def sequences(self, episodes: Sequence[Episode], *, with_answer: bool, loss_on: str = "query") -> list[list[Segment]]:
-        """Segments of each episode; one M-Hub call for all items of all episodes.  Demo answers live
+        """Segments of each episode (the M-Hub features from :meth:`hub_features`).  Demo answers live
         inside the demo features, so ``loss_on='all'`` trains the query answer only, as 'query' does."""
         if loss_on not in ("query", "all"):
             raise ValueError(f"loss_on must be 'query' or 'all', got {loss_on!r}")
         bb = self.backbone
-        items = [ex for ep in episodes for ex in list(ep.demos) + [ep.query]]
-        texts = [t for ep in episodes for t in self._hub_texts(ep)]
         with self.attached():
-            runs = iter(run_mhub(bb, [ex.images for ex in items], texts))
             seqs = []
-            for ep in episodes:
+            for ep, (demo_feats, query_feats) in zip(episodes, self.hub_features(episodes)):
                 segs = [Segment("bos", -1, ids=bb._ids([bb.bos_token_id]))] if bb.bos_token_id is not None else []
-                for i, _ in enumerate(ep.demos):
-                    h_t = next(runs).text_slice()  # (L_real, d_q) real text tokens only
-                    segs.append(Segment("mhub_text", i, embeds=self.language_projection(h_t)))  # (L_real, d_lm)
+                for i, feats in enumerate(demo_feats):
+                    segs.append(Segment("mhub_text", i, embeds=feats))  # (L_real, d_lm)
                     segs.append(self._separator(i))
                 q, k = ep.query, ep.k
-                h_q = next(runs).query_slice()  # (Q, d_q)
                 segs.append(Segment("prompt", k, ids=bb._ids(bb.encode_text(q.prompt))))
-                segs.append(Segment("image", k, embeds=self.language_projection(h_q)))  # (Q, d_lm)
+                segs.append(Segment("image", k, embeds=query_feats))  # (Q, d_lm)
                 if bb.answer_marker_ids:
                     segs.append(Segment("marker", k, ids=bb._ids(bb.answer_marker_ids)))
                 if with_answer:
