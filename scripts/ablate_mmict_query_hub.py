@@ -27,6 +27,53 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling probe's 
 TASK = "ft-video-caption"
 
 
+def run_seed(bb, ft, seed: int, *, episodes: int = 300, probe_episodes: int = 150, steps: int | None = None):
+    """Train the variant from ``seed`` (``ft``: the frozen query hub) and score it: (record, trained method)."""
+    from dataclasses import replace
+
+    import torch
+
+    from probe_video_caption import classify, hub_swap
+
+    from mmict_core.casestudy import DEFAULT_SHOTS, StarterEntry, starter_train_config, train_command
+    from mmict_core.data import get_task, make_episode
+    from mmict_core.evaluate.claims import wilson_interval
+    from mmict_core.evaluate.icl import evaluate_generation
+    from mmict_core.methods import create_method
+    from mmict_core.train import train
+
+    task = get_task(TASK)
+    torch.manual_seed(seed)
+    base = create_method("mmict", bb, seed=seed, shots=DEFAULT_SHOTS, train_shots=DEFAULT_SHOTS)
+    m = hub_swap(base, query_hub=ft)  # MMICT's layout; the query's features from VanillaFT's hub
+    entry = StarterEntry(TASK, "mmict")
+    budget = starter_train_config(entry, seed)
+    tc = replace(budget, steps=steps) if steps else budget
+    t0 = time.perf_counter()
+    tr = train(m, tc, progress=True)
+    train_s = time.perf_counter() - t0
+    r = evaluate_generation(m.generate, task, [DEFAULT_SHOTS], episodes=episodes, seed=0, progress=False)[0]
+    tot = Counter()
+    for start in range(0, probe_episodes, 25):
+        eps = [make_episode(task, DEFAULT_SHOTS, seed=0, index=i, split="test")
+               for i in range(start, min(probe_episodes, start + 25))]
+        with torch.no_grad():
+            outs = m.generate(eps, max_new_tokens=task.max_new_tokens)
+        for ep, o in zip(eps, outs):
+            refs = [*ep.query.answers, *([ep.query.meta["alternative"]] if ep.query.meta.get("alternative") else [])]
+            tot += classify(o, refs, [d.answer for d in ep.demos])
+    n_ev = sum(tot[k] for k in ("right", "from a demo", "other")) or 1
+    cmd = train_command(entry, seed).replace(f"--steps {budget.steps}", f"--steps {tc.steps}")
+    rec = {"task": TASK, "variant": "mmict, query hub frozen at the starter VanillaFT (seed 0)", "seed": seed,
+           "command": cmd + "  # with the query's M-Hub frozen at VanillaFT's",
+           "train_seconds": round(train_s, 1), "final_loss": tr.losses[-1], "episodes": episodes,
+           "accuracy": r.accuracy, "wilson95": list(wilson_interval(r.accuracy * r.n, r.n)), **r.extra,
+           "events": {k: round(tot[k] / n_ev, 3) for k in ("right", "from a demo", "other",
+                                                           "right actor, wrong action", "wrong actor")},
+           "probe_episodes": probe_episodes, "backbone": bb.fingerprint()}
+    return rec, m
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0")
@@ -36,22 +83,12 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
-    import torch
-
-    from probe_video_caption import classify, events, hub_swap
-
     from mmict_core.backbones import load_backbone
-    from mmict_core.casestudy import DEFAULT_SHOTS, StarterEntry, method_for, starter_train_config, train_command
-    from mmict_core.data import get_task, make_episode
-    from mmict_core.evaluate.claims import wilson_interval
-    from mmict_core.evaluate.icl import evaluate_generation
-    from mmict_core.methods import create_method
-    from mmict_core.train import train
+    from mmict_core.casestudy import method_for
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     bb = load_backbone("teaching")
-    task = get_task(TASK)
     ft = method_for(bb, "vanilla-ft", TASK)  # the starter library's VanillaFT (seed 0): the frozen query hub
     for p in ft.parameters():
         p.requires_grad_(False)
@@ -60,37 +97,7 @@ def main() -> None:
         if path.exists():
             print(f"seed {seed}: {path} exists, skipped")
             continue
-        torch.manual_seed(seed)
-        base = create_method("mmict", bb, seed=seed, shots=DEFAULT_SHOTS, train_shots=DEFAULT_SHOTS)
-        m = hub_swap(base, query_hub=ft)  # MMICT's layout; the query's features from VanillaFT's hub
-        entry = StarterEntry(TASK, "mmict")
-        tc = starter_train_config(entry, seed)
-        if a.steps:
-            from dataclasses import replace
-
-            tc = replace(tc, steps=a.steps)
-        t0 = time.perf_counter()
-        tr = train(m, tc, progress=True)
-        train_s = time.perf_counter() - t0
-        r = evaluate_generation(m.generate, task, [DEFAULT_SHOTS], episodes=a.episodes, seed=0, progress=False)[0]
-        tot, exact = Counter(), 0
-        for start in range(0, a.probe_episodes, 25):
-            eps = [make_episode(task, DEFAULT_SHOTS, seed=0, index=i, split="test")
-                   for i in range(start, min(a.probe_episodes, start + 25))]
-            with torch.no_grad():
-                outs = m.generate(eps, max_new_tokens=task.max_new_tokens)
-            for ep, o in zip(eps, outs):
-                refs = [*ep.query.answers, *([ep.query.meta["alternative"]] if ep.query.meta.get("alternative") else [])]
-                tot += classify(o, refs, [d.answer for d in ep.demos])
-        n_ev = sum(tot[k] for k in ("right", "from a demo", "other")) or 1
-        rec = {"task": TASK, "variant": "mmict, query hub frozen at the starter VanillaFT (seed 0)", "seed": seed,
-               "command": train_command(entry, seed).replace(f"--steps {starter_train_config(entry, seed).steps}", f"--steps {tc.steps}")
-               + "  # with the query's M-Hub frozen at VanillaFT's",
-               "train_seconds": round(train_s, 1), "final_loss": tr.losses[-1], "episodes": a.episodes,
-               "accuracy": r.accuracy, "wilson95": list(wilson_interval(r.accuracy * r.n, r.n)), **r.extra,
-               "events": {k: round(tot[k] / n_ev, 3) for k in ("right", "from a demo", "other",
-                                                               "right actor, wrong action", "wrong actor")},
-               "probe_episodes": a.probe_episodes, "backbone": bb.fingerprint()}
+        rec, _ = run_seed(bb, ft, seed, episodes=a.episodes, probe_episodes=a.probe_episodes, steps=a.steps)
         path.write_text(json.dumps(rec, indent=1))
         print(json.dumps(rec), flush=True)
 
