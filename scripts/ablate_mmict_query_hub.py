@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling probe's hub_swap and event classes
@@ -33,10 +32,10 @@ def run_seed(bb, ft, seed: int, *, episodes: int = 300, probe_episodes: int = 15
 
     import torch
 
-    from probe_video_caption import classify, hub_swap
+    from probe_video_caption import caption_events, hub_swap
 
     from mmict_core.casestudy import DEFAULT_SHOTS, StarterEntry, starter_train_config, train_command
-    from mmict_core.data import get_task, make_episode
+    from mmict_core.data import get_task
     from mmict_core.evaluate.claims import wilson_interval
     from mmict_core.evaluate.icl import evaluate_generation
     from mmict_core.methods import create_method
@@ -53,24 +52,13 @@ def run_seed(bb, ft, seed: int, *, episodes: int = 300, probe_episodes: int = 15
     tr = train(m, tc, progress=True)
     train_s = time.perf_counter() - t0
     r = evaluate_generation(m.generate, task, [DEFAULT_SHOTS], episodes=episodes, seed=0, progress=False)[0]
-    tot = Counter()
-    for start in range(0, probe_episodes, 25):
-        eps = [make_episode(task, DEFAULT_SHOTS, seed=0, index=i, split="test")
-               for i in range(start, min(probe_episodes, start + 25))]
-        with torch.no_grad():
-            outs = m.generate(eps, max_new_tokens=task.max_new_tokens)
-        for ep, o in zip(eps, outs):
-            refs = [*ep.query.answers, *([ep.query.meta["alternative"]] if ep.query.meta.get("alternative") else [])]
-            tot += classify(o, refs, [d.answer for d in ep.demos])
-    n_ev = sum(tot[k] for k in ("right", "from a demo", "other")) or 1
+    probe = caption_events(m, task, DEFAULT_SHOTS, probe_episodes)
     cmd = train_command(entry, seed).replace(f"--steps {budget.steps}", f"--steps {tc.steps}")
     rec = {"task": TASK, "variant": "mmict, query hub frozen at the starter VanillaFT (seed 0)", "seed": seed,
            "command": cmd + "  # with the query's M-Hub frozen at VanillaFT's",
            "train_seconds": round(train_s, 1), "final_loss": tr.losses[-1], "episodes": episodes,
            "accuracy": r.accuracy, "wilson95": list(wilson_interval(r.accuracy * r.n, r.n)), **r.extra,
-           "events": {k: round(tot[k] / n_ev, 3) for k in ("right", "from a demo", "other",
-                                                           "right actor, wrong action", "wrong actor")},
-           "probe_episodes": probe_episodes, "backbone": bb.fingerprint()}
+           "events": probe["events"], "probe_exact": probe["exact"], "probe_episodes": probe_episodes, "backbone": bb.fingerprint()}
     return rec, m
 
 

@@ -90,6 +90,36 @@ def build(bb, name: str, task: str, shots: int):
     return hub_swap(method_for(bb, "mmict", task, shots=shots), **{part.replace("-", "_"): hub})
 
 
+def caption_events(m, task, k: int, episodes: int) -> dict:
+    """``m``'s captions of the claim's first ``episodes`` test episodes (k demonstrations, seed 0): exact match,
+    the shares of its events by :func:`classify`'s kinds, and the whole-caption counts."""
+    import torch
+
+    from mmict_core.data import make_episode
+
+    tot, n_events_ok, whole_copy, exact = Counter(), 0, 0, 0
+    examples = []
+    for start in range(0, episodes, 25):
+        eps = [make_episode(task, k, seed=0, index=i, split="test") for i in range(start, min(episodes, start + 25))]
+        with torch.no_grad():
+            outs = m.generate(eps, max_new_tokens=task.max_new_tokens)
+        for ep, out in zip(eps, outs):
+            refs = [*ep.query.answers, *([ep.query.meta["alternative"]] if ep.query.meta.get("alternative") else [])]
+            demo_answers = [d.answer for d in ep.demos]
+            tot += classify(out, refs, demo_answers)
+            n_events_ok += len(events(out)) == len(events(ep.query.answer))
+            whole_copy += exact_match(out, demo_answers)
+            exact += exact_match(out, ep.query.answers)
+            if len(examples) < 8:
+                examples.append({"prediction": out, "reference": ep.query.answer, "demos": demo_answers})
+    n_ev = sum(tot[key] for key in ("right", "from a demo", "other")) or 1
+    return {"shots": k, "exact": exact / episodes,
+            "events": {key: round(tot[key] / n_ev, 3) for key in ("right", "from a demo", "other",
+                                                                  "right actor, wrong action", "wrong actor")},
+            "predicted_events": n_ev, "same_event_count": n_events_ok / episodes,
+            "repeats_a_whole_demo_answer": whole_copy / episodes, "examples": examples}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shots", type=int, default=4)
@@ -98,42 +128,20 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
-    import torch
-
     from mmict_core.backbones import load_backbone
-    from mmict_core.data import get_task, make_episode
+    from mmict_core.data import get_task
 
     task = get_task("ft-video-caption")
     bb = load_backbone("teaching")
     report = {"task": task.name, "shots": a.shots, "episodes": a.episodes, "methods": {}}
     for name in a.methods.split(","):
         m = build(bb, name, task.name, a.shots)
-        k = a.shots if m.uses_demos else 0
-        tot, n_events_ok, whole_copy, exact = Counter(), 0, 0, 0
-        examples = []
-        for start in range(0, a.episodes, 25):
-            eps = [make_episode(task, k, seed=0, index=i, split="test") for i in range(start, min(a.episodes, start + 25))]
-            with torch.no_grad():
-                outs = m.generate(eps, max_new_tokens=task.max_new_tokens)
-            for ep, out in zip(eps, outs):
-                refs = [*ep.query.answers, *([ep.query.meta["alternative"]] if ep.query.meta.get("alternative") else [])]
-                demo_answers = [d.answer for d in ep.demos]
-                tot += classify(out, refs, demo_answers)
-                n_events_ok += len(events(out)) == len(events(ep.query.answer))
-                whole_copy += exact_match(out, demo_answers)
-                exact += exact_match(out, ep.query.answers)
-                if len(examples) < 8:
-                    examples.append({"prediction": out, "reference": ep.query.answer, "demos": demo_answers})
-        n_ev = sum(tot[key] for key in ("right", "from a demo", "other")) or 1
-        row = {"shots": k, "exact": exact / a.episodes,
-               "events": {key: round(tot[key] / n_ev, 3) for key in ("right", "from a demo", "other",
-                                                                         "right actor, wrong action", "wrong actor")},
-               "predicted_events": n_ev, "same_event_count": n_events_ok / a.episodes,
-               "repeats_a_whole_demo_answer": whole_copy / a.episodes, "examples": examples}
-        report["methods"][name] = row
+        row = caption_events(m, task, a.shots if m.uses_demos else 0, a.episodes)
+        k = row["shots"]
         print(f"{name:12s} k={k}  exact {row['exact']:.3f}  events right/demo/other "
               f"{row['events']['right']:.3f}/{row['events']['from a demo']:.3f}/{row['events']['other']:.3f} (actor right {row['events']['right actor, wrong action']:.3f})  "
               f"same #events {row['same_event_count']:.3f}  whole demo answer {row['repeats_a_whole_demo_answer']:.3f}")
+        report["methods"][name] = row
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=1))
 
