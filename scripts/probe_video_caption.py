@@ -90,9 +90,10 @@ def build(bb, name: str, task: str, shots: int):
     return hub_swap(method_for(bb, "mmict", task, shots=shots), **{part.replace("-", "_"): hub})
 
 
-def caption_events(m, task, k: int, episodes: int) -> dict:
-    """``m``'s captions of the claim's first ``episodes`` test episodes (k demonstrations, seed 0): exact match,
-    the shares of its events by :func:`classify`'s kinds, and the whole-caption counts."""
+def caption_events(m, task, k: int, episodes: int, split: str = "test") -> dict:
+    """``m``'s captions of the claim's first ``episodes`` test episodes (k demonstrations, seed 0; or of
+    ``split``'s, e.g. the training episodes): exact match, the shares of its events by :func:`classify`'s kinds,
+    and the whole-caption counts."""
     import torch
 
     from mmict_core.data import make_episode
@@ -100,7 +101,9 @@ def caption_events(m, task, k: int, episodes: int) -> dict:
     tot, n_events_ok, whole_copy, exact = Counter(), 0, 0, 0
     examples = []
     for start in range(0, episodes, 25):
-        eps = [make_episode(task, k, seed=0, index=i, split="test") for i in range(start, min(episodes, start + 25))]
+        # the training episodes as the trainer draws them (mmict_core.train: seed 0 is the starter library's)
+        pool = {"pool_size": max(k, 1)} if split == "train" else {}
+        eps = [make_episode(task, k, seed=0, index=i, split=split, **pool) for i in range(start, min(episodes, start + 25))]
         with torch.no_grad():
             outs = m.generate(eps, max_new_tokens=task.max_new_tokens)
         for ep, out in zip(eps, outs):
@@ -125,6 +128,7 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=4)
     ap.add_argument("--episodes", type=int, default=150)
     ap.add_argument("--methods", default="vanilla-ft,vanilla-ict,mmict")
+    ap.add_argument("--split", default="test", help="the episodes' split: test (the claim's), or train (what the adapters were fitted on)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
@@ -133,10 +137,10 @@ def main() -> None:
 
     task = get_task("ft-video-caption")
     bb = load_backbone("teaching")
-    report = {"task": task.name, "shots": a.shots, "episodes": a.episodes, "methods": {}}
+    report = {"task": task.name, "shots": a.shots, "episodes": a.episodes, "split": a.split, "methods": {}}
     for name in a.methods.split(","):
         m = build(bb, name, task.name, a.shots)
-        row = caption_events(m, task, a.shots if m.uses_demos else 0, a.episodes)
+        row = caption_events(m, task, a.shots if m.uses_demos else 0, a.episodes, a.split)
         k = row["shots"]
         print(f"{name:12s} k={k}  exact {row['exact']:.3f}  events right/demo/other "
               f"{row['events']['right']:.3f}/{row['events']['from a demo']:.3f}/{row['events']['other']:.3f} (actor right {row['events']['right actor, wrong action']:.3f})  "
