@@ -84,7 +84,7 @@ def summarise(runs: list[dict], source: str = "", seeds: Sequence[int] = (0, 1, 
         complete = len(recs) == len(seeds)
         r0 = recs[0]
         row = {"method": r0["method"], "variant": variant, "samples": n, "train_shots": r0["train_shots"],
-               "teacher_sets": r0["teacher_sets"], **st,
+               "teacher_sets": r0["teacher_sets"], **st, "seeds_planned": len(seeds),
                "vs_icl8": verdict_ge(s, refs["icl8"]) if complete and "icl8" in refs else None}
         if "shots" in r0["curves"]:
             shots.append({**row, "vs_icl_best": verdict_ge(s, refs["icl-best"]) if complete and "icl-best" in refs else None})
@@ -119,6 +119,8 @@ def summarise(runs: list[dict], source: str = "", seeds: Sequence[int] = (0, 1, 
 
 def _cell(r: dict) -> str:
     flag = ""
+    if len(r["values"]) < r.get("seeds_planned", len(r["values"])):
+        flag += f" ({len(r['values'])} of {r['seeds_planned']} seeds so far)"
     if r["not_plateaued"]:
         flag += f" ⚠ no plateau: seed {', '.join(map(str, r['not_plateaued']))}"
     if r["unchecked"]:

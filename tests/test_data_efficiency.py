@@ -203,6 +203,14 @@ def test_vector_run_equals_its_recorded_mmict_compare_command():
     assert rec["wilson95"][0] <= rec["accuracy"] <= rec["wilson95"][1]
 
 
+def test_a_cell_with_fewer_seeds_than_planned_says_so():
+    runs, _ = _synthetic()
+    runs = [r for r in runs if not (r.get("variant") == "hificl" and r.get("samples") == 50 and r["seed"] > 0)]
+    md = "\n".join(ds.markdown(ds.summarise(runs, source="x")))
+    assert "| hificl | 0.500 [0.500, 0.500] (1 of 3 seeds so far) |" in md
+    assert "(1 of 3 seeds so far)" not in md.split("| hificl |")[1].split("\n")[0].split("|")[2]  # 1,000 samples: all 3
+
+
 def test_summary_of_nothing_says_how_to_measure():
     out = ds.summarise([], source="benchmarks/results/data_efficiency")
     md = "\n".join(ds.markdown(out))
