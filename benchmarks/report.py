@@ -211,8 +211,35 @@ def markdown(report: dict, goal_list: list[Goal]) -> str:
                       fmt_ratio(ratio(before["demo" if r["label"].startswith("demo") else "compare"]["s"]["median"], r["s"]["median"])),
                       r["encoder_runs"]] for r in cp["rows"]])
         L += [""] + _notes(cp["notes"])
+    L += real_size_lines()
     L += ["## Settings", "", "```json", json.dumps(report["settings"], indent=1), "```", ""]
     return "\n".join(L)
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def real_size_lines(results: Path = RESULTS) -> list[str]:
+    """Where the real-size runs, measured separately, stand: their goals from the JSON kept beside this report,
+    or that they were not run (a GPU run only when a machine was lent; its toy --tiny runs do not count)."""
+    L = ["## Real sizes (measured separately)", ""]
+    cpu = results / "realsize_cpu" / "realsize_cpu.json"
+    if cpu.exists():
+        g = json.loads(cpu.read_text()).get("goals", [])
+        L.append(f"- On this CPU (`bash benchmarks/cpu_realsize.sh`): {sum(x['passed'] for x in g)} of {len(g)} goals PASS "
+                 "(`results/realsize_cpu/realsize_cpu.md`).")
+    else:
+        L.append("- On this CPU (`bash benchmarks/cpu_realsize.sh`): not run.")
+    gpu = [p for p in sorted((results / "gpu").glob("gpu_*.json")) if "tiny" not in p.name] if (results / "gpu").is_dir() else []
+    for p in gpu:
+        d = json.loads(p.read_text())
+        g = d.get("goals", [])
+        L.append(f"- On a GPU, {d.get('environment', {}).get('device', 'device not recorded')} (`bash benchmarks/gpu.sh`): "
+                 f"{sum(x['passed'] for x in g)} of {len(g)} goals PASS (`results/gpu/{p.with_suffix('.md').name}`).")
+    if not gpu:
+        L.append("- On a GPU (`bash benchmarks/gpu.sh`, prepared and tested at toy size on the CPU): **not run** — no GPU "
+                 "machine has been lent to this project yet.")
+    return L + [""]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -364,3 +364,20 @@ def test_teaching_latency_interleaves_two_checkpoints(tmp_path):
     assert out["ratio_median"] == pytest.approx(s["candidate"]["median"] / s["base"]["median"])
     assert out["goal"]["value"] == out["ratio_median"] and out["goal"]["threshold"] == tl.GOAL
     assert out["goal"]["passed"] == (out["ratio_median"] <= tl.GOAL)
+
+
+def test_real_size_lines_name_each_run_or_say_it_was_not_run(tmp_path):
+    from benchmarks.report import real_size_lines
+
+    text = "\n".join(real_size_lines(tmp_path))
+    assert "On this CPU (`bash benchmarks/cpu_realsize.sh`): not run." in text and "**not run**" in text
+    (tmp_path / "realsize_cpu").mkdir()
+    goals = [{"passed": True}, {"passed": False}, {"passed": True}]
+    (tmp_path / "realsize_cpu" / "realsize_cpu.json").write_text(json.dumps({"goals": goals}))
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "gpu_tiny.json").write_text(json.dumps({"goals": goals}))  # a toy CPU run: not a GPU result
+    assert "**not run**" in "\n".join(real_size_lines(tmp_path))
+    (tmp_path / "gpu" / "gpu_full.json").write_text(json.dumps({"goals": goals[:2], "environment": {"device": "NVIDIA H100"}}))
+    text = "\n".join(real_size_lines(tmp_path))
+    assert "2 of 3 goals PASS" in text and "On a GPU, NVIDIA H100" in text and "1 of 2 goals PASS" in text
+    assert "**not run**" not in text
