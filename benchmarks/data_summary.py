@@ -55,11 +55,12 @@ def _wilson_ge(a: dict | None, b: dict | None) -> str | None:
     """The verdict on "a >= b" for two single runs on the same test episodes, from their 95% Wilson
     intervals over episodes (no seeds to vary: training-free): the same accuracy holds; disjoint intervals
     decide; overlapping ones are inconclusive.  None when either run is missing."""
+    from mmict_core.evaluate.claims import SeedSummary, verdict_ge
+
     if not a or not b:
         return None
-    if abs(a["accuracy"] - b["accuracy"]) <= 1e-9 or a["wilson95"][0] > b["wilson95"][1]:
-        return "holds"
-    return "does not hold" if a["wilson95"][1] < b["wilson95"][0] else "inconclusive"
+    a_s, b_s = (SeedSummary(r["accuracy"], r["wilson95"][0], r["wilson95"][1], 1, (r["accuracy"],)) for r in (a, b))
+    return verdict_ge(a_s, b_s)  # the claims' rule, on the Wilson intervals
 
 
 def summarise(runs: list[dict], source: str = "", seeds: Sequence[int] = (0, 1, 2)) -> dict:
@@ -214,10 +215,10 @@ def _band(fig, x, lo, hi, name, color):
                              name=f"{name} 95% interval", legendgroup=name))
 
 
-def _errors(rows: list[dict]) -> dict:
+def _errors(rows: list[dict], mid: str = "mean", interval: str = "ci95") -> dict:
     """Asymmetric error bars of the 95% intervals (seen also where a band has one point)."""
-    return dict(type="data", symmetric=False, array=[r["ci95"][1] - r["mean"] for r in rows],
-                arrayminus=[r["mean"] - r["ci95"][0] for r in rows], thickness=1)
+    return dict(type="data", symmetric=False, array=[r[interval][1] - r[mid] for r in rows],
+                arrayminus=[r[mid] - r[interval][0] for r in rows], thickness=1)
 
 
 def _hline(fig, xs, y, name, dash):
@@ -264,9 +265,8 @@ def figures(de: dict) -> dict:
             xs += x
         if mtv:
             x = [r["shots"] for r in mtv]
-            err = dict(type="data", symmetric=False, array=[r["wilson95"][1] - r["accuracy"] for r in mtv],
-                       arrayminus=[r["accuracy"] - r["wilson95"][0] for r in mtv], thickness=1)
-            fig.add_trace(go.Scatter(x=x, y=[r["accuracy"] for r in mtv], mode="lines+markers", error_y=err,
+            fig.add_trace(go.Scatter(x=x, y=[r["accuracy"] for r in mtv], mode="lines+markers",
+                                     error_y=_errors(mtv, "accuracy", "wilson95"),
                                      name="MTV (demos read at inference)", line=dict(color=PALETTE[2])))
             xs += x
         if de.get("icl_fits"):
